@@ -1,0 +1,1 @@
+"""Command modules of the ``menpo-densereg`` CLI (see :mod:`menpo_densereg.cli`)."""

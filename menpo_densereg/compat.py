@@ -1,0 +1,153 @@
+"""Every fix that the old menpo stack needs on today's scientific Python.
+
+menpo 0.11, menpofit 0.7, menpo3d 0.8 and menpodetect 0.6 were written for numpy 1.x,
+scipy < 1.14 and Pillow < 12. This module is the single place where the project patches
+them; :func:`apply` runs once when :mod:`menpo_densereg` is imported, before menpo is
+used, and is idempotent. Each fix is a small named function so that tests can check it.
+
+Fixes
+-----
+numpy >= 2
+    ``np.Inf``, ``np.NaN``, ``np.alltrue``, ``np.sometrue``, ``np.product``,
+    ``np.issubclass_``, ``np.in1d`` (removed in 2.4) and ``np.lib.pad`` are restored as
+    aliases of their modern spelling.
+scipy >= 1.14
+    ``scipy.integrate.simps`` (imported by menpofit's error statistics at import time)
+    becomes an alias of :func:`scipy.integrate.simpson`.
+Pillow >= 12
+    Format plugins are registered lazily, which makes ``menpo.io.export_image`` fail to
+    find e.g. the PNG writer after a JPEG was read; :func:`PIL.Image.init` fixes that.
+menpo3d built with Cython 3
+    ``menpo3d.rasterize.tripixel.pixels_to_check`` raises ``NameError: long``; it is
+    replaced by a vectorised numpy equivalent when the compiled one is broken.
+menpofit
+    ``compute_cumulative_error`` is given numpy bins whatever it is passed.
+"""
+
+import functools
+
+import numpy as np
+
+__all__ = ["apply", "pixels_to_check_numpy"]
+
+_APPLIED = False
+
+
+def _in1d(ar1, ar2, assume_unique=False, invert=False, **kwargs):
+    """``np.in1d`` as it was: a flattened boolean array."""
+    return np.isin(
+        np.ravel(ar1), ar2, assume_unique=assume_unique, invert=invert, **kwargs
+    )
+
+
+def _fix_numpy():
+    aliases = {
+        "Inf": np.inf,
+        "NaN": np.nan,
+        "alltrue": np.all,
+        "sometrue": np.any,
+        "product": np.prod,
+        "issubclass_": issubclass,
+        "in1d": _in1d,
+    }
+    for name, value in aliases.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+    if not hasattr(np.lib, "pad"):
+        np.lib.pad = np.pad
+
+
+def _fix_scipy():
+    import scipy.integrate
+
+    if not hasattr(scipy.integrate, "simps"):
+
+        def simps(y, x=None, dx=1.0, axis=-1, even=None):
+            return scipy.integrate.simpson(y, x=x, dx=dx, axis=axis)
+
+        scipy.integrate.simps = simps
+
+
+def _fix_pillow():
+    try:
+        import PIL.Image
+    except ImportError:  # pragma: no cover - Pillow is a menpo dependency
+        return
+    PIL.Image.init()
+
+
+def pixels_to_check_numpy(start, end, n_pixels):
+    """Vectorised replacement of menpo3d's ``tripixel.pixels_to_check``.
+
+    Parameters
+    ----------
+    start, end : ``(n_tris, 2)`` `ndarray` of int
+        Inclusive start and exclusive end of each triangle's bounding box.
+    n_pixels : `int`
+        Total number of candidate pixels (sum of box areas).
+
+    Returns
+    -------
+    pixel_locations : ``(n_pixels, 2)`` `ndarray` of int
+    tri_indices : ``(n_pixels,)`` `ndarray` of int
+    """
+    start = np.asarray(start, dtype=np.int64)
+    end = np.asarray(end, dtype=np.int64)
+    extent = np.maximum(end - start, 0)
+    areas = extent[:, 0] * extent[:, 1]
+    total = int(areas.sum())
+    tri_indices = np.repeat(np.arange(len(start)), areas)
+    offsets = np.arange(total) - np.repeat(np.cumsum(areas) - areas, areas)
+    h = extent[tri_indices, 1]
+    h = np.where(h == 0, 1, h)
+    locations = np.empty((total, 2), dtype=np.int64)
+    locations[:, 0] = start[tri_indices, 0] + offsets // h
+    locations[:, 1] = start[tri_indices, 1] + offsets % h
+    if n_pixels != total:  # keep menpo3d's contract: n_pixels rows
+        locations = locations[:n_pixels]
+        tri_indices = tri_indices[:n_pixels]
+    return locations, tri_indices
+
+
+def _fix_menpo3d_rasteriser():
+    try:
+        import menpo3d.rasterize.cpu as cpu
+    except Exception:  # menpo3d missing or broken: nothing to patch
+        return
+    try:
+        cpu.pixels_to_check(np.array([[0, 0]]), np.array([[1, 1]]), 1)
+    except (NameError, TypeError, ValueError):
+        cpu.pixels_to_check = pixels_to_check_numpy
+
+
+def _fix_menpofit():
+    try:
+        import menpofit.error.stats as stats
+        import menpofit.error as err
+    except Exception:  # pragma: no cover
+        return
+    original = stats.compute_cumulative_error
+    if getattr(original, "_densereg_fixed", False):
+        return
+
+    @functools.wraps(original)
+    def compute_cumulative_error(errors, bins):
+        return original(np.asarray(errors, dtype=float), np.asarray(bins, dtype=float))
+
+    compute_cumulative_error._densereg_fixed = True
+    stats.compute_cumulative_error = compute_cumulative_error
+    if hasattr(err, "compute_cumulative_error"):
+        err.compute_cumulative_error = compute_cumulative_error
+
+
+def apply():
+    """Apply every fix once (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _fix_numpy()
+    _fix_scipy()
+    _fix_pillow()
+    _fix_menpofit()
+    _fix_menpo3d_rasteriser()
+    _APPLIED = True
