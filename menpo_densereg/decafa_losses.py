@@ -100,7 +100,9 @@ def decafa_loss(outputs, batch, schedule="increasing", markups=None, input_size=
         and ``loss_stage<s>``.
     """
     weights = stage_weights(len(outputs), schedule)
-    names = list(outputs[-1]) if markups is None else [get_markup(m).name for m in markups]
+    names = (
+        list(outputs[-1]) if markups is None else [get_markup(m).name for m in markups]
+    )
     total = None
     logs = {}
     for s, (lam, out) in enumerate(zip(weights, outputs)):
@@ -111,8 +113,12 @@ def decafa_loss(outputs, batch, schedule="increasing", markups=None, input_size=
             coords, maps = out[m]
             size = float(input_size or maps.shape[-1])
             target = batch[f"lm_{m}"]
-            has = batch.get(f"has_{m}", torch.ones(target.shape[0], device=target.device))
-            vis = batch.get(f"vis_{m}", torch.ones(target.shape[:2], device=target.device))
+            has = batch.get(
+                f"has_{m}", torch.ones(target.shape[0], device=target.device)
+            )
+            vis = batch.get(
+                f"vis_{m}", torch.ones(target.shape[:2], device=target.device)
+            )
             l, n = markup_l1(coords, target, has, vis, get_markup(m).n_points, size)
             stage_total = l if stage_total is None else stage_total + l
             if s == len(outputs) - 1 and n:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .markups import get_markup
+from .markups import can_convert, conversion_matrix, get_markup
 
 __all__ = [
     "DecafaConfig",
@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 FUSIONS = ("F1", "F2", "F3", "F4", "F5")
+#: Initial weight between corresponding landmarks of chained transfer layers.
+TRANSFER_GAIN = 20.0
 _PAPER_WIDTHS = (64, 64, 128, 128, 256, 256)
 
 
@@ -85,6 +87,13 @@ class DecafaConfig:
         ``"F1"``...``"F5"`` (see the module docstring).
     fusion_markup : `str` or `None`
         Markup whose attention maps form ``M``; `None` = the finest markup.
+    transfer_init : `str`
+        ``"correspondence"`` (default; our addition): a chained transfer layer whose
+        markup pair has a known correspondence (:func:`markups.conversion_matrix`) starts
+        with weight ``TRANSFER_GAIN`` from each corresponding finer landmark, so that a
+        coarse landmark's attention peaks where its finer counterparts peak and coarse
+        annotations supervise the finer maps from the first step; ``"random"``: torch's
+        default initialisation (the paper).
     margin : `float`
         Crop margin used with :func:`menpo_densereg.crop.crop_face`.
     """
@@ -99,11 +108,14 @@ class DecafaConfig:
     chained: bool = True
     fusion: str = "F5"
     fusion_markup: str = None
+    transfer_init: str = "correspondence"
     margin: float = 0.25
 
     def __post_init__(self):
         if int(self.input_size) != self.input_size or self.input_size < 32:
-            raise ValueError(f"input_size: expected an int >= 32, got {self.input_size}")
+            raise ValueError(
+                f"input_size: expected an int >= 32, got {self.input_size}"
+            )
         if self.input_size % 32:
             raise ValueError(
                 f"input_size: {self.input_size} is not a multiple of 32 "
@@ -112,11 +124,18 @@ class DecafaConfig:
         if self.in_channels not in (1, 3):
             raise ValueError(f"in_channels: expected 1 or 3, got {self.in_channels}")
         if not (0 < float(self.width) <= 4):
-            raise ValueError(f"width: expected a multiplier in (0, 4], got {self.width}")
+            raise ValueError(
+                f"width: expected a multiplier in (0, 4], got {self.width}"
+            )
         if self.n_stages not in (1, 2, 3, 4):
             raise ValueError(f"n_stages: expected 1-4, got {self.n_stages}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion: expected one of {FUSIONS}, got {self.fusion!r}")
+        if self.transfer_init not in ("correspondence", "random"):
+            raise ValueError(
+                "transfer_init: expected 'correspondence' or 'random', got "
+                f"{self.transfer_init!r}"
+            )
         if not self.markups:
             raise ValueError("markups: at least one markup is needed")
         names = [get_markup(m).name for m in self.markups]
@@ -205,7 +224,9 @@ class UNetStage(nn.Module):
         skips.pop()
         for layer in self.up:
             skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=skip.shape[-2:], mode="bilinear", align_corners=False
+            )
             x = layer(torch.cat([x, skip], dim=1))
         return self.last(x)
 
@@ -254,19 +275,36 @@ class TransferLayers(nn.Module):
     chained : `bool`
         Markup ``k > 0`` reads the attention maps of markup ``k - 1`` (peak-normalised)
         instead of the features.
+    init : ``"correspondence"`` or ``"random"``
+        See :class:`DecafaConfig` ``transfer_init``.
     """
 
-    def __init__(self, feature_channels, markups, chained=True):
+    def __init__(self, feature_channels, markups, chained=True, init="correspondence"):
         super().__init__()
         self.markups = list(markups)
         self.chained = chained
         self.convs = nn.ModuleDict()
-        prev = None
+        prev, prev_name = None, None
         for m in self.markups:
             n = get_markup(m).n_points
             c_in = prev if (chained and prev is not None) else feature_channels
-            self.convs[m] = nn.Conv2d(c_in, n, 1)
-            prev = n
+            conv = nn.Conv2d(c_in, n, 1)
+            if (
+                init == "correspondence"
+                and chained
+                and prev_name is not None
+                and can_convert(prev_name, m)
+            ):
+                M = conversion_matrix(prev_name, m)
+                with torch.no_grad():
+                    conv.weight.copy_(
+                        torch.as_tensor(TRANSFER_GAIN * (M > 0), dtype=torch.float32)[
+                            ..., None, None
+                        ]
+                    )
+                    conv.bias.zero_()
+            self.convs[m] = conv
+            prev, prev_name = n, m
 
     def input_channels(self, markup):
         """Input channels of ``markup``'s transfer layer (shows the wiring)."""
@@ -286,7 +324,11 @@ class TransferLayers(nn.Module):
         out = {}
         prev = None
         for m in todo:
-            x = features if (not self.chained or prev is None) else _peak_normalise(prev)
+            x = (
+                features
+                if (not self.chained or prev is None)
+                else _peak_normalise(prev)
+            )
             att = spatial_softmax(self.convs[m](x))
             out[m] = (soft_argmax(att), att)
             prev = att
@@ -351,7 +393,11 @@ class DecafaNet(nn.Module):
                 else fused_channels(config.fusion, config.in_channels, ch[0])
             )
             self.stages.append(UNetStage(c_in, ch))
-            self.transfers.append(TransferLayers(ch[0], config.markups, config.chained))
+            self.transfers.append(
+                TransferLayers(
+                    ch[0], config.markups, config.chained, config.transfer_init
+                )
+            )
 
     @property
     def markups(self):
@@ -379,11 +425,19 @@ class DecafaNet(nn.Module):
                 f"input: expected (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}"
             )
         if x.shape[-2] % 32 or x.shape[-1] % 32:
-            raise ValueError(f"input: spatial size {tuple(x.shape[-2:])} not a multiple of 32")
-        wanted = list(cfg.markups) if markups is None else [get_markup(m).name for m in markups]
+            raise ValueError(
+                f"input: spatial size {tuple(x.shape[-2:])} not a multiple of 32"
+            )
+        wanted = (
+            list(cfg.markups)
+            if markups is None
+            else [get_markup(m).name for m in markups]
+        )
         for m in wanted:
             if m not in cfg.markups:
-                raise ValueError(f"markup {m!r} not trained; this model has {cfg.markups}")
+                raise ValueError(
+                    f"markup {m!r} not trained; this model has {cfg.markups}"
+                )
         outputs = []
         inp = x
         last = cfg.n_stages - 1

@@ -161,30 +161,34 @@ class _DepthwiseSeparable(nn.Module):
 class MobileBackbone(nn.Module):
     """Depthwise-separable encoder (stride 8, dilated last stage) + light decoder.
 
-    Returns features at stride 4 with ``out_channels`` channels.
+    Channels: ``w/2`` at stride 2, ``w`` at stride 4, ``3w`` at stride 8 (five blocks,
+    dilations 1, 2, 4, 2, 1: a receptive field covering the whole crop); the decoder
+    fuses the upsampled stride-8 features with the stride-4 ones and returns ``2w``
+    channels at stride 4. Narrow where the maps are large, wide where they are small,
+    so it trains and runs fast on a CPU.
     """
 
-    def __init__(self, width=16):
+    def __init__(self, width=32):
         super().__init__()
         w = width
-        self.stem = _conv_bn_relu(3, w, 3, stride=2)  # /2
+        c1, c2, c3 = max(w // 2, 4), w, 3 * w
+        self.stem = _conv_bn_relu(3, c1, 3, stride=2)  # /2
         self.stage1 = nn.Sequential(
-            _DepthwiseSeparable(w, 2 * w, stride=2),  # /4
-            _DepthwiseSeparable(2 * w, 2 * w),
+            _DepthwiseSeparable(c1, c2, stride=2),  # /4
+            _DepthwiseSeparable(c2, c2),
         )
         self.stage2 = nn.Sequential(
-            _DepthwiseSeparable(2 * w, 4 * w, stride=2),  # /8
-            _DepthwiseSeparable(4 * w, 4 * w),
-            _DepthwiseSeparable(4 * w, 4 * w, dilation=2),
-            _DepthwiseSeparable(4 * w, 4 * w, dilation=4),
-            _DepthwiseSeparable(4 * w, 4 * w, dilation=2),
+            _DepthwiseSeparable(c2, c3, stride=2),  # /8
+            _DepthwiseSeparable(c3, c3, dilation=2),
+            _DepthwiseSeparable(c3, c3, dilation=4),
+            _DepthwiseSeparable(c3, c3, dilation=2),
+            _DepthwiseSeparable(c3, c3),
         )
-        self.skip = _conv_bn_relu(2 * w, 2 * w, 1)
         self.fuse = nn.Sequential(
-            _conv_bn_relu(6 * w, 3 * w, 1),
-            _DepthwiseSeparable(3 * w, 3 * w),
+            _conv_bn_relu(c3 + c2, 2 * w, 1),
+            _DepthwiseSeparable(2 * w, 2 * w),
         )
-        self.out_channels = 3 * w
+        self.out_channels = 2 * w
         self.stride = 4
 
     def forward(self, x):
@@ -192,7 +196,7 @@ class MobileBackbone(nn.Module):
         s4 = self.stage1(x)
         s8 = self.stage2(s4)
         up = F.interpolate(s8, size=s4.shape[-2:], mode="bilinear", align_corners=False)
-        return self.fuse(torch.cat([up, self.skip(s4)], dim=1))
+        return self.fuse(torch.cat([up, s4], dim=1))
 
 
 class _BasicBlock(nn.Module):

@@ -45,7 +45,7 @@ _JAW = np.arange(17)
 # rasteriser
 
 
-def rasterise_mesh(xy, depth, trilist, shape_hw):
+def rasterise_mesh(xy, depth, trilist, shape_hw, cull_back=False):
     """Z-buffer rasterisation of a triangle mesh (vectorised numpy).
 
     Parameters
@@ -57,6 +57,11 @@ def rasterise_mesh(xy, depth, trilist, shape_hw):
         Distance from the camera (smaller = in front).
     trilist : ``(n_triangles, 3)`` `ndarray` of int
     shape_hw : ``(H, W)``
+    cull_back : `bool`
+        Skip triangles facing away from the camera (for the template's orientation and a
+        proper rotation these have positive signed area in (column, row) coordinates).
+        The face template is an open surface, so without culling its inside shows
+        through at extreme poses.
 
     Returns
     -------
@@ -80,6 +85,8 @@ def rasterise_mesh(xy, depth, trilist, shape_hw):
     ymin = np.maximum(np.ceil(P[:, :, 1].min(1)), 0)
     ymax = np.minimum(np.floor(P[:, :, 1].max(1)), H - 1)
     ok = (np.abs(area) > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
+    if cull_back:
+        ok &= area < 0
     ok &= np.isfinite(P).all(axis=(1, 2))
     tri_id = np.full(H * W, -1, dtype=np.int64)
     bary = np.zeros((H * W, 3))
@@ -299,7 +306,7 @@ def _tps_kernel(d2):
     return np.nan_to_num(k)
 
 
-def _tps_correction(centres, residuals, scale, smoothing=1e-3):
+def _tps_correction(centres, residuals, scale, smoothing=1e-5):
     """Thin-plate-spline interpolant of 2D residuals (lightly regularised).
 
     Coordinates are normalised by ``scale`` (pixels per template unit) so that the
@@ -422,6 +429,7 @@ class DenseGroundTruth:
     mask : bool, True on the visible face surface
     parts : int64, 0 background, 1..8 parts (:attr:`part_names`)
     zbuffer : float64, depth in pixels (`inf` on background), for visibility tests
+    triangles : int64, visible triangle (-1 on background); barycentric : (H, W, 3)
     """
 
     def __init__(self, u, v, depth, mask, parts, zbuffer, part_names, tol):
@@ -464,7 +472,7 @@ class DenseGroundTruth:
         """Whether 3D points (image (y, x) + depth in px) are on the visible surface.
 
         A point is visible when it lies inside the image, on the face, and not behind
-        the z-buffer (tolerance 2 % of the template's outer-eye distance).
+        the z-buffer (tolerance 5 % of the template's outer-eye distance + 0.5 px).
         """
         p = np.asarray(points_yx, dtype=float)
         d = np.asarray(depth, dtype=float)
@@ -474,36 +482,60 @@ class DenseGroundTruth:
         inside = (r >= 0) & (r < H) & (c >= 0) & (c < W) & np.isfinite(d)
         vis = np.zeros(len(p), dtype=bool)
         rr, cc = r[inside], c[inside]
-        # the nearest face pixel in a 3x3 neighbourhood (contour points lie on the edge)
-        best = np.full(len(rr), np.inf)
+        # the surface at the point's pixel; contour points on the silhouette edge may
+        # fall just off the mask: then the nearest surface in a 3x3 neighbourhood
+        best = self.zbuffer[rr, cc].copy()
+        off = ~np.isfinite(best)
         for dr in (-1, 0, 1):
             for dc in (-1, 0, 1):
-                r2 = np.clip(rr + dr, 0, H - 1)
-                c2 = np.clip(cc + dc, 0, W - 1)
-                best = np.minimum(best, self.zbuffer[r2, c2])
+                r2 = np.clip(rr[off] + dr, 0, H - 1)
+                c2 = np.clip(cc[off] + dc, 0, W - 1)
+                best[off] = np.minimum(best[off], self.zbuffer[r2, c2])
         vis[inside] = d[inside] <= best + self._tol
         return vis
 
 
-def rasterise(fit, shape_hw):
-    """Z-buffer render a `TemplateFit` into a `DenseGroundTruth` of size ``shape_hw``."""
+def rasterise(fit, shape_hw, cull_back=True):
+    """Z-buffer render a `TemplateFit` into a `DenseGroundTruth` of size ``shape_hw``.
+
+    Only the window covered by the projected mesh is rasterised, so large images cost
+    no more than the face in them. ``cull_back`` drops back-facing triangles (see
+    :func:`rasterise_mesh`).
+    """
     tpl = fit.template
-    tri, bary, zbuf = rasterise_mesh(fit.vertices_xy, fit.depth, tpl.trilist, shape_hw)
+    H, W = int(shape_hw[0]), int(shape_hw[1])
+    xy = fit.vertices_xy
+    lo = np.clip(np.floor(xy.min(0)).astype(int) - 1, 0, [W - 1, H - 1])
+    hi = np.clip(np.ceil(xy.max(0)).astype(int) + 1, 0, [W - 1, H - 1])
+    wh = hi - lo + 1
+    tri_w, bary_w, zbuf_w = rasterise_mesh(
+        xy - lo, fit.depth, tpl.trilist, (int(wh[1]), int(wh[0])), cull_back
+    )
+    tri = np.full((H, W), -1, dtype=np.int64)
+    bary = np.zeros((H, W, 3))
+    zbuf = np.full((H, W), np.inf)
+    win = (slice(lo[1], hi[1] + 1), slice(lo[0], hi[0] + 1))
+    tri[win], bary[win], zbuf[win] = tri_w, bary_w, zbuf_w
     mask = tri >= 0
-    t = np.where(mask, tri, 0)
-    vidx = tpl.trilist[t]  # (H, W, 3)
-    uv = np.einsum("hwk,hwkc->hwc", bary, tpl.uv[vidx])
-    u = np.where(mask, uv[..., 0], 0).astype(np.float32)
-    v = np.where(mask, uv[..., 1], 0).astype(np.float32)
+    u = np.zeros((H, W), np.float32)
+    v = np.zeros((H, W), np.float32)
+    m_w = tri_w >= 0
+    vidx = tpl.trilist[tri_w[m_w]]  # (n, 3)
+    uv = np.einsum("nk,nkc->nc", bary_w[m_w], tpl.uv[vidx])
+    u[win][m_w] = uv[:, 0]
+    v[win][m_w] = uv[:, 1]
     # depth normalised by the template's diameter at this scale
     diam = np.linalg.norm(np.ptp(tpl.points, axis=0)) * fit.scale
     dmin = fit.depth.min()
-    Z = np.clip((zbuf - dmin) / diam, 0, 1)
-    Z = np.where(mask, Z, 0).astype(np.float32)
-    parts = np.where(mask, tpl.parts_from_uv(u, v), 0).astype(np.int64)
-    return DenseGroundTruth(
-        u, v, Z, mask, parts, zbuf, tpl.part_names, tol=0.02 * fit.scale + 0.5
+    Z = np.zeros((H, W), np.float32)
+    Z[mask] = np.clip((zbuf[mask] - dmin) / diam, 0, 1)
+    parts = np.zeros((H, W), np.int64)
+    parts[mask] = tpl.parts_from_uv(u[mask], v[mask])
+    gt = DenseGroundTruth(
+        u, v, Z, mask, parts, zbuf, tpl.part_names, tol=0.05 * fit.scale + 0.5
     )
+    gt.triangles, gt.barycentric = tri, bary
+    return gt
 
 
 def dense_ground_truth(image, shape=None, **kwargs):

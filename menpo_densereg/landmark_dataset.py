@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .markups import can_convert, conversion_matrix, get_markup, markup_for_n_points
+from .markups import can_convert, conversion_matrix, get_markup
 
 __all__ = [
     "TRAIN_MARKUPS",
@@ -48,6 +48,7 @@ __all__ = [
     "DenseSampleAdapter",
     "open_synthetic",
     "to_grey",
+    "markup_counts",
 ]
 
 TRAIN_MARKUPS = ("ibug68", "wflw98", "lfpw29", "five")
@@ -113,9 +114,7 @@ def flip_permutation(markup):
 def derived_markups(markup):
     """The training markups a shape of ``markup`` gives (itself first)."""
     name = get_markup(markup).name
-    return [name] + [
-        m for m in TRAIN_MARKUPS if m != name and can_convert(name, m)
-    ]
+    return [name] + [m for m in TRAIN_MARKUPS if m != name and can_convert(name, m)]
 
 
 def to_grey(images):
@@ -321,7 +320,9 @@ class LandmarkDataset(torch.utils.data.Dataset):
             folders = [folders]
         records = []
         for f in folders:
-            records += load_landmark_folder(f, size=size, derive=derive, exclude=exclude)
+            records += load_landmark_folder(
+                f, size=size, derive=derive, exclude=exclude
+            )
         kwargs.setdefault("name", ",".join(Path(f).name for f in folders))
         return cls(records, size=size, **kwargs)
 
@@ -471,10 +472,13 @@ def open_synthetic(path, size=128, channels=3, **kwargs):
 
     Raises
     ------
+    FileNotFoundError
+        When ``path`` is not a folder.
     ValueError
-        When the data engine (``menpo_densereg.dense_dataset``) is not installed or the
-        path holds no shards.
+        When the data engine (``menpo_densereg.dense_dataset``) is not available.
     """
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"synthetic source {path}: folder not found")
     try:
         from .dense_dataset import DenseShardDataset
     except ImportError as e:
@@ -516,9 +520,11 @@ class AlternatingSourceSampler(torch.utils.data.Sampler):
     n_batches : `int`, optional
         Batches per epoch (default: enough to see the largest source once per turn).
     seed : `int`
+    turns : `list` of `int`, optional
+        Consecutive batches of source ``k`` in each round (default 1 each).
     """
 
-    def __init__(self, source_sizes, batch_size, n_batches=None, seed=0):
+    def __init__(self, source_sizes, batch_size, n_batches=None, seed=0, turns=None):
         self.sizes = [int(n) for n in source_sizes]
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"source_sizes: need non-empty sources, got {self.sizes}")
@@ -530,6 +536,12 @@ class AlternatingSourceSampler(torch.utils.data.Sampler):
         )
         self.seed = seed
         self.epoch = 0
+        turns = [1] * len(self.sizes) if turns is None else [int(t) for t in turns]
+        if len(turns) != len(self.sizes) or min(turns) < 0 or not sum(turns):
+            raise ValueError(
+                f"turns: expected {len(self.sizes)} counts >= 0, got {turns}"
+            )
+        self.cycle = [k for k, t in enumerate(turns) for _ in range(t)]
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
@@ -543,7 +555,7 @@ class AlternatingSourceSampler(torch.utils.data.Sampler):
         pools = [[] for _ in self.sizes]
         out = []
         for b in range(self.n_batches):
-            k = b % len(self.sizes)
+            k = self.cycle[b % len(self.cycle)]
             batch = []
             while len(batch) < self.batch_size:
                 if not pools[k]:
@@ -566,9 +578,3 @@ def markup_counts(dataset):
         for m in TRAIN_MARKUPS:
             counts[m] += int(float(item[f"has_{m}"]) > 0)
     return counts
-
-
-def markup_of(n_points):
-    """The training markup with ``n_points`` points, or `None`."""
-    m = markup_for_n_points(n_points)
-    return m.name if m is not None and m.name in TRAIN_MARKUPS else None

@@ -10,22 +10,30 @@ import numpy as np
 
 __all__ = ["uv_colour", "parts_colour", "dense_overlay_figure", "save_dense_overlay"]
 
-_PART_COLOURS = np.array(
-    [
-        [0, 0, 0],
-        [230, 120, 30],
-        [40, 160, 40],
-        [210, 40, 40],
-        [150, 100, 200],
-        [140, 80, 70],
-        [230, 120, 200],
-        [130, 130, 130],
-        [190, 190, 60],
-    ],
-    dtype=float,
-) / 255.0
+_PART_COLOURS = (
+    np.array(
+        [
+            [0, 0, 0],
+            [230, 120, 30],
+            [40, 160, 40],
+            [210, 40, 40],
+            [150, 100, 200],
+            [140, 80, 70],
+            [230, 120, 200],
+            [130, 130, 130],
+            [190, 190, 60],
+        ],
+        dtype=float,
+    )
+    / 255.0
+)
 
-_LM_COLOURS = {"ibug68": "#00ff00", "wflw98": "#ff00ff", "lfpw29": "#00ffff", "five": "#ffff00"}
+_LM_COLOURS = {
+    "ibug68": "#00ff00",
+    "wflw98": "#ff00ff",
+    "lfpw29": "#00ffff",
+    "five": "#ffff00",
+}
 
 
 def uv_colour(u, v, mask):
@@ -50,7 +58,9 @@ def _hwc(image):
     return np.clip(img, 0, 1)
 
 
-def dense_overlay_figure(image, u, v, mask, parts, depth=None, landmarks=None, title=""):
+def dense_overlay_figure(
+    image, u, v, mask, parts, depth=None, landmarks=None, title=""
+):
     """A matplotlib figure with the image + landmarks, UV, parts and depth panels.
 
     Parameters
@@ -81,17 +91,28 @@ def dense_overlay_figure(image, u, v, mask, parts, depth=None, landmarks=None, t
         c = _LM_COLOURS.get(name, "#00ff00")
         axes[0].scatter(pts[vis, 1], pts[vis, 0], s=6, c=c, label=name, linewidths=0)
         axes[0].scatter(
-            pts[~vis, 1], pts[~vis, 0], s=8, facecolors="none", edgecolors=c, linewidths=0.6
+            pts[~vis, 1],
+            pts[~vis, 0],
+            s=8,
+            facecolors="none",
+            edgecolors=c,
+            linewidths=0.6,
         )
     if landmarks:
         axes[0].legend(fontsize=5, loc="lower right", markerscale=1.5)
     axes[0].set_title("image + landmarks (o: hidden)", fontsize=7)
     a = 0.65
     axes[1].imshow(img * (1 - a * m[..., None]) + a * uv_colour(u, v, m))
-    axes[1].contour(np.where(m, u, np.nan), levels=np.linspace(0, 1, 11), colors="w", linewidths=0.3)
-    axes[1].contour(np.where(m, v, np.nan), levels=np.linspace(0, 1, 11), colors="w", linewidths=0.3)
+    axes[1].contour(
+        np.where(m, u, np.nan), levels=np.linspace(0, 1, 11), colors="w", linewidths=0.3
+    )
+    axes[1].contour(
+        np.where(m, v, np.nan), levels=np.linspace(0, 1, 11), colors="w", linewidths=0.3
+    )
     axes[1].set_title("(u, v): u red, v green", fontsize=7)
-    axes[2].imshow(img * (1 - a * m[..., None]) + a * parts_colour(parts) * m[..., None])
+    axes[2].imshow(
+        img * (1 - a * m[..., None]) + a * parts_colour(parts) * m[..., None]
+    )
     axes[2].set_title("parts", fontsize=7)
     if depth is not None:
         axes[3].imshow(np.where(m, depth, np.nan), cmap="viridis", vmin=0, vmax=1)
@@ -104,7 +125,9 @@ def dense_overlay_figure(image, u, v, mask, parts, depth=None, landmarks=None, t
     return fig
 
 
-def save_dense_overlay(path, image, u, v, mask, parts, depth=None, landmarks=None, title=""):
+def save_dense_overlay(
+    path, image, u, v, mask, parts, depth=None, landmarks=None, title=""
+):
     """Draw :func:`dense_overlay_figure` and save it atomically as a PNG."""
     import matplotlib.pyplot as plt
 

@@ -47,7 +47,9 @@ def _check_field(u, v, face_prob):
         face_prob = np.ones_like(u)
     face_prob = np.asarray(face_prob, dtype=np.float64)
     if face_prob.shape != u.shape:
-        raise ValueError(f"face_prob: shape {face_prob.shape} does not match u {u.shape}")
+        raise ValueError(
+            f"face_prob: shape {face_prob.shape} does not match u {u.shape}"
+        )
     return u, v, face_prob
 
 
@@ -59,6 +61,7 @@ def landmarks_from_uv(
     radius=0.025,
     face_threshold=0.5,
     subpixel="affine",
+    max_pixels=24,
 ):
     """Locate landmarks given by their template UV in a dense UV field.
 
@@ -76,8 +79,10 @@ def landmarks_from_uv(
     face_threshold : `float`
         Pixels with ``face_prob`` below this are background.
     subpixel : ``"affine"`` or ``"mean"``
-        Local weighted affine fit (exact for locally affine fields, also at the face
-        border) or weighted average of the component's pixels.
+        Local weighted affine fit ``(u, v) -> (y, x)`` (exact for locally affine
+        fields, also at the face border) or weighted average of the component's pixels.
+    max_pixels : `int`
+        At most this many pixels (the nearest in UV) take part per landmark.
 
     Returns
     -------
@@ -102,65 +107,97 @@ def landmarks_from_uv(
         return pts, np.zeros(n), np.zeros(n, dtype=bool)
     ys, xs = np.nonzero(face)
     fu, fv, fp = u[ys, xs], v[ys, xs], face_prob[ys, xs]
-    # squared UV distances landmark x face pixel
-    d2 = (lm[:, :1] - fu[None]) ** 2 + (lm[:, 1:] - fv[None]) ** 2
-    nearest = d2.argmin(axis=1)
-    dmin = np.sqrt(d2[np.arange(n), nearest])
-    points = np.empty((n, 2))
-    confidence = np.empty(n)
-    grid = np.zeros((h, w), dtype=bool)
-    for i in range(n):
-        r = max(radius, 1.25 * dmin[i])
-        sel = np.flatnonzero(d2[i] <= r * r)
-        sy, sx = ys[sel], xs[sel]
-        sigma = 0.5 * r
-        wgt = fp[sel] * np.exp(-d2[i, sel] / (2 * sigma * sigma))
-        if sel.size > 1:
-            # connected components of the candidates (within their bounding box)
-            y0, x0 = sy.min(), sx.min()
-            sub = grid[: sy.max() - y0 + 1, : sx.max() - x0 + 1]
-            sub[:] = False
-            sub[sy - y0, sx - x0] = True
-            labels, n_comp = ndimage.label(sub, structure=_EIGHT)
-            if n_comp > 1:
-                lab = labels[sy - y0, sx - x0]
-                score = np.bincount(lab, weights=wgt, minlength=n_comp + 1)
-                keep = lab == score.argmax()
-                sy, sx, wgt, sel = sy[keep], sx[keep], wgt[keep], sel[keep]
-        points[i] = _subpixel(sy, sx, fu[sel], fv[sel], wgt, lm[i], subpixel)
-        confidence[i] = np.exp(-0.5 * (dmin[i] / radius) ** 2) * fp[sel].mean()
+    # the k nearest face pixels in UV per landmark (KD-tree), nearest first
+    from scipy.spatial import cKDTree
+
+    k = min(int(max_pixels), fu.size)
+    dist, near = cKDTree(np.stack([fu, fv], 1)).query(lm, k=k)
+    near = near.reshape(n, k)
+    dk = dist.reshape(n, k) ** 2
+    dmin = np.sqrt(dk[:, 0])
+    r = np.maximum(radius, 1.25 * dmin)
+    sel = dk <= (r * r)[:, None]
+    sel[:, 0] = True
+    sigma = 0.5 * r
+    wgt = fp[near] * np.exp(-dk / (2 * sigma * sigma)[:, None]) * sel
+    py, px = ys[near].astype(np.float64), xs[near].astype(np.float64)
+    # connected components, only where the candidates are spread out
+    spread = np.maximum(
+        np.where(sel, py, -np.inf).max(1) - np.where(sel, py, np.inf).min(1),
+        np.where(sel, px, -np.inf).max(1) - np.where(sel, px, np.inf).min(1),
+    )
+    for i in np.flatnonzero(spread > 2.0 * np.sqrt(sel.sum(1)) + 1):
+        j = np.flatnonzero(sel[i])
+        sy, sx = ys[near[i, j]], xs[near[i, j]]
+        y0, x0 = sy.min(), sx.min()
+        sub = np.zeros((sy.max() - y0 + 1, sx.max() - x0 + 1), dtype=bool)
+        sub[sy - y0, sx - x0] = True
+        labels, n_comp = ndimage.label(sub, structure=_EIGHT)
+        if n_comp > 1:
+            lab = labels[sy - y0, sx - x0]
+            score = np.bincount(lab, weights=wgt[i, j], minlength=n_comp + 1)
+            drop = j[lab != score.argmax()]
+            sel[i, drop] = False
+            wgt[i, drop] = 0.0
+    wsum = wgt.sum(1)
+    bad = wsum <= 0
+    if bad.any():  # all weights underflowed: uniform over the selection
+        wgt[bad] = sel[bad]
+        wsum[bad] = wgt[bad].sum(1)
+    mean = np.stack([(wgt * py).sum(1), (wgt * px).sum(1)], 1) / wsum[:, None]
+    points = mean
+    if subpixel == "affine":
+        points = _affine_subpixel(
+            py, px, fu[near], fv[near], wgt, wsum, lm, mean, sel.sum(1)
+        )
+    confidence = np.exp(-0.5 * (dmin / radius) ** 2) * (
+        (fp[near] * sel).sum(1) / sel.sum(1)
+    )
     visible = dmin <= radius
     points[:, 0] = np.clip(points[:, 0], 0, h - 1)
     points[:, 1] = np.clip(points[:, 1], 0, w - 1)
     return points, np.clip(confidence, 0.0, 1.0), visible
 
 
-def _subpixel(sy, sx, su, sv, wgt, target, method):
-    wsum = wgt.sum()
-    if wsum <= 0:
-        wgt = np.ones_like(wgt)
-        wsum = wgt.sum()
-    mean = np.array([(wgt * sy).sum(), (wgt * sx).sum()]) / wsum
-    if method == "mean" or sy.size < 6:
-        return mean
-    # weighted least squares (y, x) = A [u, v, 1]
-    X = np.stack([su, sv, np.ones_like(su)], axis=1)
-    sw = np.sqrt(wgt)[:, None]
-    Xw = X * sw
-    if np.linalg.cond(Xw) > 1e6:
-        return mean
-    Y = np.stack([sy, sx], axis=1) * sw
-    coef, *_ = np.linalg.lstsq(Xw, Y, rcond=None)
-    p = np.array([target[0], target[1], 1.0]) @ coef
-    # do not extrapolate further than the component's extent
-    extent = max(np.ptp(sy), np.ptp(sx), 1.0)
-    step = p - mean
-    norm = np.linalg.norm(step)
-    if not np.isfinite(norm):
-        return mean
-    if norm > extent:
-        p = mean + step * (extent / norm)
-    return p
+def _affine_subpixel(py, px, pu, pv, wgt, wsum, target, mean, count):
+    """Batched weighted least squares ``(y, x) = A (u, v) + b``, evaluated at ``target``.
+
+    Falls back to ``mean`` for landmarks with fewer than 6 pixels or a degenerate
+    (near-collinear) UV spread, and never moves further from ``mean`` than the
+    candidates' extent.
+    """
+    wn = wgt / wsum[:, None]
+    mu = np.stack([(wn * pu).sum(1), (wn * pv).sum(1)], 1)
+    du, dv = pu - mu[:, :1], pv - mu[:, 1:]
+    dy, dx = py - mean[:, :1], px - mean[:, 1:]
+    cuu, cvv, cuv = (wn * du * du).sum(1), (wn * dv * dv).sum(1), (wn * du * dv).sum(1)
+    det = cuu * cvv - cuv * cuv
+    ok = (count >= 6) & (det > 1e-6 * np.maximum(cuu + cvv, 1e-30) ** 2)
+    det = np.where(ok, det, 1.0)
+    # inverse covariance
+    iuu, ivv, iuv = cvv / det, cuu / det, -cuv / det
+    tu, tv = target[:, 0] - mu[:, 0], target[:, 1] - mu[:, 1]
+    a = iuu * tu + iuv * tv
+    b = iuv * tu + ivv * tv
+    step = np.stack(
+        [
+            (wn * dy * du).sum(1) * a + (wn * dy * dv).sum(1) * b,
+            (wn * dx * du).sum(1) * a + (wn * dx * dv).sum(1) * b,
+        ],
+        1,
+    )
+    extent = np.maximum(
+        np.maximum(
+            np.ptp(np.where(wgt > 0, py, mean[:, :1]), 1),
+            np.ptp(np.where(wgt > 0, px, mean[:, 1:]), 1),
+        ),
+        1.0,
+    )
+    norm = np.linalg.norm(step, axis=1)
+    scale = np.where(norm > extent, extent / np.maximum(norm, 1e-12), 1.0)
+    step = step * scale[:, None]
+    step[~ok | ~np.isfinite(norm)] = 0.0
+    return mean + step
 
 
 # --------------------------------------------------------------------------- PCA
@@ -232,12 +269,19 @@ class ShapePCA:
         from menpo.shape import PointCloud
         from menpo.transform import GeneralizedProcrustesAnalysis
 
-        shapes = [s if isinstance(s, PointCloud) else PointCloud(np.asarray(s)) for s in shapes]
+        shapes = [
+            s if isinstance(s, PointCloud) else PointCloud(np.asarray(s))
+            for s in shapes
+        ]
         if len(shapes) < 3:
-            raise ValueError(f"shapes: need at least 3 training shapes, got {len(shapes)}")
+            raise ValueError(
+                f"shapes: need at least 3 training shapes, got {len(shapes)}"
+            )
         n = shapes[0].n_points
         if any(s.n_points != n for s in shapes):
-            raise ValueError("shapes: all training shapes must have the same number of points")
+            raise ValueError(
+                "shapes: all training shapes must have the same number of points"
+            )
         gpa = GeneralizedProcrustesAnalysis(shapes)
         aligned = [t.aligned_source() for t in gpa.transforms]
         # normalise scale so the mean has unit RMS radius
@@ -265,7 +309,10 @@ class ShapePCA:
 
     @classmethod
     def from_arrays(cls, arrays, prefix="pca", n_components=None):
-        a = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in arrays.items()}
+        a = {
+            k: np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+            for k, v in arrays.items()
+        }
         try:
             return cls(
                 a[f"{prefix}.mean"],
@@ -305,11 +352,19 @@ class ShapePCA:
                 f"points: expected {self.mean.shape} for this PCA model, got {pts.shape}"
             )
         n = self.n_points
-        w = np.ones(n) if weights is None else np.clip(np.asarray(weights, float), 0, None)
+        w = (
+            np.ones(n)
+            if weights is None
+            else np.clip(np.asarray(weights, float), 0, None)
+        )
         if w.shape != (n,):
             raise ValueError(f"weights: expected ({n},), got {w.shape}")
         w = w + 1e-3
-        k = self.n_components if n_components is None else min(int(n_components), len(self.eigenvalues))
+        k = (
+            self.n_components
+            if n_components is None
+            else min(int(n_components), len(self.eigenvalues))
+        )
         U = self.components[:k].T  # (2n, k)
         lam = self.eigenvalues[:k]
         shape = self.mean.copy()
@@ -319,7 +374,9 @@ class ShapePCA:
             # detected points in the model frame
             x = ((pts - t) @ R) / s
             r = (x - self.mean).ravel()
-            A = U.T @ (U * W2[:, None]) + reg * np.diag(w.mean() / np.maximum(lam, 1e-12))
+            A = U.T @ (U * W2[:, None]) + reg * np.diag(
+                w.mean() / np.maximum(lam, 1e-12)
+            )
             c = np.linalg.solve(A, U.T @ (W2 * r))
             shape = self.mean + (U @ c).reshape(n, 2)
         s, R, t = similarity_align(shape, pts, w)

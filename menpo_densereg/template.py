@@ -206,6 +206,34 @@ class FaceTemplate:
         v = np.asarray(vertices)[self.trilist[tri]]  # (n, K, 3, d)
         return np.einsum("nkj,nkjd->nkd", bary, v)
 
+    def flip_permutation(self, markup):
+        """Index permutation that mirrors a markup's landmarks left <-> right.
+
+        Derived from the template: the one-to-one assignment (Hungarian) of every
+        landmark ``i`` to the landmark nearest to its mirror image ``(1 - u_i, v_i)``.
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        name = _markup_name(markup)
+        key = "_flip_" + name
+        if key not in self.__dict__:
+            uv = self.landmark_uv(name)
+            target = np.stack([1 - uv[:, 0], uv[:, 1]], 1)
+            d = ((target[:, None] - uv[None]) ** 2).sum(-1)
+            rows, perm = linear_sum_assignment(d)
+            self.__dict__[key] = perm
+        return self.__dict__[key].copy()
+
+    def flip_parts(self):
+        """Label map ``new = flip_parts()[old]`` swapping the left and right parts."""
+        names = self.part_names
+        out = np.arange(len(names))
+        for i, n in enumerate(names):
+            for a, b in (("left_", "right_"), ("right_", "left_")):
+                if n.startswith(a):
+                    out[i] = names.index(b + n[len(a) :])
+        return out
+
     def parts_from_uv(self, u, v):
         """Part labels of UV coordinates (arrays of any shape) via :attr:`part_map`."""
         r = self.part_map.shape[0]
@@ -215,6 +243,8 @@ class FaceTemplate:
 
     def vertex_normals(self, vertices=None):
         """Unit vertex normals (area-weighted) of the template or of ``vertices``."""
+        if vertices is None and self._vertex_normals is not None:
+            return self._vertex_normals
         p = self.points if vertices is None else np.asarray(vertices, dtype=float)
         t = self.trilist
         fn = np.cross(p[t[:, 1]] - p[t[:, 0]], p[t[:, 2]] - p[t[:, 0]])
@@ -222,6 +252,8 @@ class FaceTemplate:
         for k in range(3):
             np.add.at(n, t[:, k], fn)
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        if vertices is None:
+            self._vertex_normals = n
         return n
 
 
@@ -409,6 +441,11 @@ def build_template_data(grid=_GRID):
     # drop duplicate triangles (any vertex order)
     t2 = t2[np.unique(np.sort(t2, 1), axis=0, return_index=True)[1]]
     t2 = t2[np.lexsort(t2.T[::-1])]
+    # drop clusters no triangle uses
+    used = np.unique(t2)
+    remap = -np.ones(len(rep), dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    rep, t2 = rep[used], remap[t2]
     pts, uv = p[rep], uv_full[rep]
 
     # --- normalise 3D: centre on landmarks, unit outer-eye distance
@@ -435,7 +472,10 @@ def build_template_data(grid=_GRID):
         tri_i, bary = _bary_locate(uv, tris_uv, q)
         data[f"{m}_tri"] = tri_i.astype(np.int32)
         data[f"{m}_bary"] = bary.astype(np.float32)
-        data[f"{m}_uv"] = q.astype(np.float32)
+        # the UV actually carried by the anchors (points just outside the trimmed mesh
+        # snap onto it), so that the rendered field contains every landmark's UV
+        q_eff = np.einsum("nk,nkc->nc", bary, uv[t2[tri_i]])
+        data[f"{m}_uv"] = q_eff.astype(np.float32)
 
     # marching candidates: from each jaw point towards the midline at the same height
     def march(q):

