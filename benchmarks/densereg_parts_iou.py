@@ -51,19 +51,25 @@ def main(argv=None):
     names = ini.template.part_names
     inter = np.zeros(len(names))
     union = np.zeros(len(names))
-    x = torch.from_numpy(np.stack([np.asarray(s["image"], np.float32) for s in samples]))
+    x = torch.from_numpy(
+        np.stack([np.asarray(s["image"], np.float32) for s in samples])
+    )
     with torch.inference_mode():
         dec = decode_uv(ini.net(x), residual=ini.config.has_residual)
     for j, s in enumerate(samples):
         face = dec["face_prob"][j].numpy() >= 0.5
-        pred = ini.template.parts_from_uv(dec["u"][j].numpy(), dec["v"][j].numpy()) * face
+        pred = (
+            ini.template.parts_from_uv(dec["u"][j].numpy(), dec["v"][j].numpy()) * face
+        )
         i, u = part_iou(pred, np.asarray(s["parts"]), len(names))
         inter += i
         union += u
     iou = inter / np.maximum(union, 1)
-    print(f"{ini.name}: part IoU on {len(samples)} held-out real images "
-          f"({', '.join(recipe['data']['validation'])}), engine ground truth, "
-          f"{ini.input_size}px crops")
+    print(
+        f"{ini.name}: part IoU on {len(samples)} held-out real images "
+        f"({', '.join(recipe['data']['validation'])}), engine ground truth, "
+        f"{ini.input_size}px crops"
+    )
     print("| part | IoU |")
     print("|---|---|")
     for n, v in zip(names, iou):

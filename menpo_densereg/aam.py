@@ -659,7 +659,10 @@ class AAMFitter:
             to_crop.apply(initial_shape),
             max_iters=self.max_iters if max_iters is None else max_iters,
         )
-        shapes = [crop_to_image.apply(s) for s in res.shapes]
+        # menpofit's res.shapes starts with the initial shape, which the result re-adds
+        shapes = [crop_to_image.apply(s) for s in res.shapes[1:]] or [
+            crop_to_image.apply(res.final_shape)
+        ]
         return NonParametricIterativeResult(
             shapes,
             initial_shape=initial_shape,
@@ -739,8 +742,10 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     folders = cfg.pop("train", [])
     assets = cfg.pop("builtin_assets", [])
     mirror = cfg.pop("mirror", False)
+    # data paths are relative to the recipe's folder (which may differ from --out)
+    base = Path(recipe["_path"]).parent if "_path" in recipe else fitter_dir
     resolved = [
-        Path(f) if Path(f).is_absolute() else (fitter_dir / f).resolve() for f in folders
+        Path(f) if Path(f).is_absolute() else (base / f).resolve() for f in folders
     ]
     images = load_annotated_68(resolved, assets, mirror=mirror)
     t0 = time.time()

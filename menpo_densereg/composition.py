@@ -172,11 +172,13 @@ class InitialisedFitter:
         ref_res = self.refiner.fit_from_shape(image, init_shape, gt_shape=gt_shape)
         t2 = time.perf_counter()
         final = PointCloud(np.asarray(ref_res.final_shape.points, dtype=float))
-        shapes = [init_shape]
-        ref_shapes = getattr(ref_res, "shapes", None)
-        if ref_shapes:
-            shapes += [PointCloud(np.asarray(s.points, float)) for s in ref_shapes[1:]]
-        if len(shapes) == 1 or not np.array_equal(shapes[-1].points, final.points):
+        # the refiner's iterations (menpofit results list the initial shape first when
+        # they have one); ChainResult puts the initialiser's shape in front
+        ref_shapes = list(getattr(ref_res, "shapes", None) or [])
+        if ref_shapes and getattr(ref_res, "initial_shape", None) is not None:
+            ref_shapes = ref_shapes[1:]
+        shapes = [PointCloud(np.asarray(s.points, float)) for s in ref_shapes]
+        if not shapes or not np.array_equal(shapes[-1].points, final.points):
             shapes.append(final)
         return ChainResult(
             shapes,

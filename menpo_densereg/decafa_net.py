@@ -61,6 +61,24 @@ __all__ = [
 FUSIONS = ("F1", "F2", "F3", "F4", "F5")
 #: Initial weight between corresponding landmarks of chained transfer layers.
 TRANSFER_GAIN = 20.0
+#: Approximate correspondences used only to initialise chained transfer layers where
+#: :func:`markups.conversion_matrix` has none (29 -> 5: pupils, nose tip, mouth corners).
+INIT_CORRESPONDENCES = {("lfpw29", "five"): ((16,), (17,), (20,), (22,), (23,))}
+
+
+def _init_matrix(src, dst):
+    """0/1 ``(n_dst, n_src)`` matrix of corresponding landmarks, or `None`."""
+    if can_convert(src, dst):
+        return (conversion_matrix(src, dst) > 0).astype(float)
+    rows = INIT_CORRESPONDENCES.get((src, dst))
+    if rows is None:
+        return None
+    M = torch.zeros(len(rows), get_markup(src).n_points).numpy()
+    for i, r in enumerate(rows):
+        M[i, list(r)] = 1.0
+    return M
+
+
 _PAPER_WIDTHS = (64, 64, 128, 128, 256, 256)
 
 
@@ -94,6 +112,10 @@ class DecafaConfig:
         coarse landmark's attention peaks where its finer counterparts peak and coarse
         annotations supervise the finer maps from the first step; ``"random"``: torch's
         default initialisation (the paper).
+    logit_gain : `float`
+        Fixed factor on the logits of the transfer layers that read the stage features
+        (sharper initial attention maps, so soft-argmax coordinates leave the crop centre
+        sooner; 1 = the paper).
     margin : `float`
         Crop margin used with :func:`menpo_densereg.crop.crop_face`.
     """
@@ -109,6 +131,7 @@ class DecafaConfig:
     fusion: str = "F5"
     fusion_markup: str = None
     transfer_init: str = "correspondence"
+    logit_gain: float = 1.0
     margin: float = 0.25
 
     def __post_init__(self):
@@ -131,6 +154,9 @@ class DecafaConfig:
             raise ValueError(f"n_stages: expected 1-4, got {self.n_stages}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion: expected one of {FUSIONS}, got {self.fusion!r}")
+        if not float(self.logit_gain) > 0:
+            raise ValueError(f"logit_gain: expected > 0, got {self.logit_gain}")
+        self.logit_gain = float(self.logit_gain)
         if self.transfer_init not in ("correspondence", "random"):
             raise ValueError(
                 "transfer_init: expected 'correspondence' or 'random', got "
@@ -279,26 +305,28 @@ class TransferLayers(nn.Module):
         See :class:`DecafaConfig` ``transfer_init``.
     """
 
-    def __init__(self, feature_channels, markups, chained=True, init="correspondence"):
+    def __init__(
+        self, feature_channels, markups, chained=True, init="correspondence", gain=1.0
+    ):
         super().__init__()
         self.markups = list(markups)
         self.chained = chained
+        self.gain = float(gain)
         self.convs = nn.ModuleDict()
         prev, prev_name = None, None
         for m in self.markups:
             n = get_markup(m).n_points
             c_in = prev if (chained and prev is not None) else feature_channels
             conv = nn.Conv2d(c_in, n, 1)
-            if (
-                init == "correspondence"
-                and chained
-                and prev_name is not None
-                and can_convert(prev_name, m)
-            ):
-                M = conversion_matrix(prev_name, m)
+            M = (
+                _init_matrix(prev_name, m)
+                if (init == "correspondence" and chained and prev_name is not None)
+                else None
+            )
+            if M is not None:
                 with torch.no_grad():
                     conv.weight.copy_(
-                        torch.as_tensor(TRANSFER_GAIN * (M > 0), dtype=torch.float32)[
+                        torch.as_tensor(TRANSFER_GAIN * M, dtype=torch.float32)[
                             ..., None, None
                         ]
                     )
@@ -324,12 +352,13 @@ class TransferLayers(nn.Module):
         out = {}
         prev = None
         for m in todo:
-            x = (
-                features
-                if (not self.chained or prev is None)
-                else _peak_normalise(prev)
-            )
-            att = spatial_softmax(self.convs[m](x))
+            if not self.chained or prev is None:
+                logits = self.convs[m](features)
+                if self.gain != 1.0:
+                    logits = logits * self.gain
+            else:
+                logits = self.convs[m](_peak_normalise(prev))
+            att = spatial_softmax(logits)
             out[m] = (soft_argmax(att), att)
             prev = att
         return out
@@ -395,7 +424,11 @@ class DecafaNet(nn.Module):
             self.stages.append(UNetStage(c_in, ch))
             self.transfers.append(
                 TransferLayers(
-                    ch[0], config.markups, config.chained, config.transfer_init
+                    ch[0],
+                    config.markups,
+                    config.chained,
+                    config.transfer_init,
+                    config.logit_gain,
                 )
             )
 

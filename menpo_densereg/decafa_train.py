@@ -142,9 +142,12 @@ def build_sources(recipe, config, seed=0):
     for k, spec in enumerate(specs):
         name = spec.get("name", f"source{k}")
         if "synthetic" in spec:
+            syn = Path(spec["synthetic"])
+            if not syn.is_absolute() and not syn.exists() and (_REPO / syn).exists():
+                syn = _REPO / syn
             try:
                 src = open_synthetic(
-                    spec["synthetic"],
+                    syn,
                     size=config.input_size,
                     channels=config.in_channels,
                 )

@@ -39,9 +39,14 @@ __all__ = [
 
 
 def to_tensors(sample):
-    """numpy dense sample -> dict of torch tensors (the sample keys only)."""
+    """numpy dense sample -> dict of torch tensors.
+
+    Only the keys of :data:`~menpo_densereg.synthesis.SAMPLE_KEYS` are kept (e.g. the
+    synthetic ``pose`` is dropped), so items of every dataset here collate together.
+    """
     out = {}
-    for k, v in sample.items():
+    for k in SAMPLE_KEYS:
+        v = sample[k]
         a = np.asarray(v)
         out[k] = (
             torch.from_numpy(a.copy())
@@ -232,7 +237,10 @@ class DenseShardDataset(Dataset):
         return int(self.offsets[-1])
 
     def __str__(self):
-        return f"DenseShardDataset: {len(self)} samples in {len(self.paths)} shards ({self.cache_dir})"
+        return (
+            f"DenseShardDataset: {len(self)} samples in {len(self.paths)} shards "
+            f"({self.cache_dir})"
+        )
 
     def _shard(self, k):
         if k not in self._cache:

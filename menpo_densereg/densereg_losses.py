@@ -92,12 +92,16 @@ def densereg_loss(outputs, batch, config=None):
         res = outputs.get("res_" + axis)
         if res is not None:
             r = torch.gather(res.float(), 1, q[:, None])[:, 0]
-            sl1 = F.smooth_l1_loss(r, res_t, reduction="none", beta=config.smooth_l1_beta)
+            sl1 = F.smooth_l1_loss(
+                r, res_t, reduction="none", beta=config.smooth_l1_beta
+            )
             rl = (sl1 * face).sum() / n_face
             total = total + config.residual_weight * rl
             parts["res_" + axis] = float(rl.detach())
     if "depth" in outputs and "depth" in batch and config.depth_weight > 0:
-        dl = ((outputs["depth"][:, 0].float() - batch["depth"].float()).abs() * face).sum()
+        dl = (
+            (outputs["depth"][:, 0].float() - batch["depth"].float()).abs() * face
+        ).sum()
         dl = dl / n_face
         total = total + config.depth_weight * dl
         parts["depth"] = float(dl.detach())

@@ -136,7 +136,9 @@ class DenseRegConfig:
 def _conv_bn_relu(cin, cout, k=3, stride=1, dilation=1, groups=1):
     pad = dilation * (k - 1) // 2
     return nn.Sequential(
-        nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=False),
+        nn.Conv2d(
+            cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=False
+        ),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
@@ -148,7 +150,9 @@ class _DepthwiseSeparable(nn.Module):
     def __init__(self, cin, cout, stride=1, dilation=1):
         super().__init__()
         self.dw = _conv_bn_relu(cin, cin, 3, stride, dilation, groups=cin)
-        self.pw = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.pw = nn.Sequential(
+            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        )
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x):
@@ -276,15 +280,21 @@ class DenseRegNet(nn.Module):
         self.res_head = nn.Conv2d(c, 2 * k, 1) if config.has_residual else None
         self.depth_head = nn.Conv2d(c, 1, 1) if config.depth_head else None
         self.register_buffer(
-            "pixel_mean", torch.tensor([0.5, 0.45, 0.4]).view(1, 3, 1, 1), persistent=False
+            "pixel_mean",
+            torch.tensor([0.5, 0.45, 0.4]).view(1, 3, 1, 1),
+            persistent=False,
         )
         self.register_buffer(
-            "pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False
+            "pixel_std",
+            torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1),
+            persistent=False,
         )
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"DenseRegNet: expected (B, 3, H, W) input, got {tuple(x.shape)}")
+            raise ValueError(
+                f"DenseRegNet: expected (B, 3, H, W) input, got {tuple(x.shape)}"
+            )
         size = x.shape[-2:]
         f = self.backbone((x - self.pixel_mean) / self.pixel_std)
         k = self.config.n_bins
@@ -294,7 +304,9 @@ class DenseRegNet(nn.Module):
         if self.depth_head is not None:
             heads.append(self.depth_head(f))
         # one upsampling call for all heads
-        out = F.interpolate(torch.cat(heads, 1), size=size, mode="bilinear", align_corners=False)
+        out = F.interpolate(
+            torch.cat(heads, 1), size=size, mode="bilinear", align_corners=False
+        )
         result = {"cls_u": out[:, : k + 1], "cls_v": out[:, k + 1 : 2 * k + 2]}
         i = 2 * k + 2
         if self.res_head is not None:

@@ -191,7 +191,9 @@ def make_val_fn(items, landmark_uv, pca=None, residual=True, batch=8):
     return val_fn
 
 
-def collect_pca_models(dataset, n_samples=400, seed=0, max_components=20, variance=0.98):
+def collect_pca_models(
+    dataset, n_samples=400, seed=0, max_components=20, variance=0.98
+):
     """PCA shape models of every markup found in ``n_samples`` dataset items."""
     rng = np.random.default_rng(seed)
     n = len(dataset)
@@ -207,7 +209,9 @@ def collect_pca_models(dataset, n_samples=400, seed=0, max_components=20, varian
     models = {}
     for m, s in shapes.items():
         if len(s) >= 10:
-            models[m] = ShapePCA.from_shapes(s, max_components=max_components, variance=variance)
+            models[m] = ShapePCA.from_shapes(
+                s, max_components=max_components, variance=variance
+            )
     return models
 
 
@@ -275,7 +279,9 @@ def render_compact(datasets, counts, path=None, desc="render"):
             for i in range(n):
                 s = ds.sample(i % len(ds))
                 row = {
-                    "image": np.clip(np.rint(np.asarray(s["image"]) * 255), 0, 255).astype(np.uint8),
+                    "image": np.clip(
+                        np.rint(np.asarray(s["image"]) * 255), 0, 255
+                    ).astype(np.uint8),
                     "uv": np.asarray(s["uv"], np.float16),
                     "mask": np.asarray(s["mask"]).astype(np.uint8),
                     "depth": np.asarray(s["depth"], np.float16),
@@ -332,7 +338,11 @@ def build_train_dataset(recipe, config, seed, cache_dir=None):
         if n_real:
             sources.append(
                 dd.RealDenseDataset(
-                    train_images, config.input_size, augment=True, seed=seed, length=n_real
+                    train_images,
+                    config.input_size,
+                    augment=True,
+                    seed=seed,
+                    length=n_real,
                 )
             )
             counts.append(n_real)

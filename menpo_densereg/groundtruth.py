@@ -4,8 +4,10 @@
 translation) that projects the template's 68 landmarks onto an annotation, with *landmark
 marching* for the jaw contour (under yaw the annotated contour is the silhouette, so each
 jaw landmark slides along a horizontal row of template points to the outermost one).
-The remaining residuals are removed by a smooth non-rigid correction (a lightly regularised
-thin-plate spline of the landmark residuals in the image plane), so the fitted surface passes exactly through every annotated point.
+The remaining residuals are removed by a smooth non-rigid correction (a lightly
+regularised thin-plate spline of the landmark residuals in the image plane), so the
+fitted surface passes through the annotated points (to a few pixels where the template
+cannot follow, e.g. inner lips of an open mouth: the template's mouth is closed).
 
 :func:`rasterise` renders the fitted mesh with a vectorised z-buffer rasteriser
 (:func:`rasterise_mesh`) into per-pixel (u, v), depth Z in [0, 1], a face mask and part
@@ -45,7 +47,7 @@ _JAW = np.arange(17)
 # rasteriser
 
 
-def rasterise_mesh(xy, depth, trilist, shape_hw, cull_back=False):
+def rasterise_mesh(xy, depth, trilist, shape_hw, cull_back=False, protect=None):
     """Z-buffer rasterisation of a triangle mesh (vectorised numpy).
 
     Parameters
@@ -62,6 +64,9 @@ def rasterise_mesh(xy, depth, trilist, shape_hw, cull_back=False):
         proper rotation these have positive signed area in (column, row) coordinates).
         The face template is an open surface, so without culling its inside shows
         through at extreme poses.
+    protect : ``(n_triangles,)`` `ndarray` of bool, optional
+        Triangles never culled (e.g. those whose smooth normal faces the camera, so
+        that small folds of a deformation leave no holes).
 
     Returns
     -------
@@ -86,7 +91,10 @@ def rasterise_mesh(xy, depth, trilist, shape_hw, cull_back=False):
     ymax = np.minimum(np.floor(P[:, :, 1].max(1)), H - 1)
     ok = (np.abs(area) > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
     if cull_back:
-        ok &= area < 0
+        front = area < 0
+        if protect is not None:
+            front |= np.asarray(protect, dtype=bool)
+        ok &= front
     ok &= np.isfinite(P).all(axis=(1, 2))
     tri_id = np.full(H * W, -1, dtype=np.int64)
     bary = np.zeros((H * W, 3))
@@ -198,9 +206,16 @@ class TemplateFit:
         """(u, v) of the landmarks as fitted (jaw points after marching)."""
         name = get_markup(markup).name
         uv = self.template.landmark_uv(name)
-        if name == "ibug68":
-            cand = self.template.march_points(self.template.uv, "ibug68")
-            uv[_JAW] = cand[_JAW, self.marching]
+        if name in ("ibug68", "wflw98"):
+            cand = self.template.march_points(self.template.uv, name)
+            n = cand.shape[0]
+            if name == "ibug68" and self.marching is not None:
+                choice = self.marching
+            else:
+                V = np.concatenate([self.vertices_xy, self.depth[:, None]], 1)
+                cxy = self.template.march_points(V, name)[..., :2]
+                choice = _march_choice(cxy, self.rotation, name)
+            uv[:n] = cand[np.arange(n), choice]
         return uv
 
     def landmarks(self, markup="ibug68", march=True):
@@ -331,7 +346,13 @@ def _tps_correction(centres, residuals, scale, smoothing=1e-5):
     return f
 
 
-def fit_template(image_or_shape, shape68=None, n_iters=3, nonrigid=True, template=None):
+def fit_template(
+    image_or_shape,
+    shape68=None,
+    n_iters=3,
+    nonrigid=True,
+    template=None,
+):
     """Fit the face template to 68 landmarks.
 
     Parameters
@@ -495,12 +516,21 @@ class DenseGroundTruth:
         return vis
 
 
+def _front_facing(fit, threshold=0.0):
+    """Triangles whose rotated template normal points towards the camera."""
+    tn = fit.template.triangle_normals()
+    return (tn @ fit.rotation[2]) < threshold
+
+
 def rasterise(fit, shape_hw, cull_back=True):
     """Z-buffer render a `TemplateFit` into a `DenseGroundTruth` of size ``shape_hw``.
 
     Only the window covered by the projected mesh is rasterised, so large images cost
-    no more than the face in them. ``cull_back`` drops back-facing triangles (see
-    :func:`rasterise_mesh`).
+    no more than the face in them. ``cull_back`` drops back-facing triangles (the
+    template is an open surface: its inside would show at extreme poses): those that
+    project with reversed orientation *and* whose smooth normal, rotated by the fitted
+    pose, faces away from the camera, so small folds of the non-rigid correction or of
+    the decimation leave no holes.
     """
     tpl = fit.template
     H, W = int(shape_hw[0]), int(shape_hw[1])
@@ -509,7 +539,12 @@ def rasterise(fit, shape_hw, cull_back=True):
     hi = np.clip(np.ceil(xy.max(0)).astype(int) + 1, 0, [W - 1, H - 1])
     wh = hi - lo + 1
     tri_w, bary_w, zbuf_w = rasterise_mesh(
-        xy - lo, fit.depth, tpl.trilist, (int(wh[1]), int(wh[0])), cull_back
+        xy - lo,
+        fit.depth,
+        tpl.trilist,
+        (int(wh[1]), int(wh[0])),
+        cull_back=cull_back,
+        protect=_front_facing(fit) if cull_back else None,
     )
     tri = np.full((H, W), -1, dtype=np.int64)
     bary = np.zeros((H, W, 3))

@@ -216,7 +216,7 @@ def save_mdm(net, mean_shape, path, extra=None):
     """Save an :class:`MDMNet` and the mean shape of its box initialisation."""
     tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
     tensors["mean_shape"] = np.asarray(
-        getattr(mean_shape, "points", mean_shape), dtype=np.float32
+        getattr(mean_shape, "points", mean_shape), dtype=np.float64
     )
     save_weights(path, tensors, kind=KIND, config=net.config, extra=extra)
 
@@ -278,9 +278,8 @@ class MDMFitter:
         shapes = self.net(
             torch.from_numpy(crop)[None], torch.from_numpy(pts)[None], steps=self.steps
         )
-        out = [initial] + [
-            PointCloud(crop_to_image.apply(s[0].double().numpy())) for s in shapes
-        ]
+        # menpofit's iterative result prepends initial_shape to the step shapes
+        out = [PointCloud(crop_to_image.apply(s[0].double().numpy())) for s in shapes]
         return NonParametricIterativeResult(
             out, initial_shape=initial, image=image, gt_shape=gt_shape
         )

@@ -148,10 +148,13 @@ class MDMTrainingSet(torch.utils.data.Dataset):
     length : `int`
         Nominal length (items are random; the index seeds them).
     seed : `int`
+    face_weights : ``(n_faces,)`` array, optional
+        Relative probability of drawing each face (default uniform), e.g. to keep real
+        faces as frequent as many synthetic renders.
     """
 
     def __init__(self, faces, mean_shape, crop_size=112, margin=0.25, augment=None,
-                 length=100000, seed=0):
+                 length=100000, seed=0, face_weights=None):
         if not faces:
             raise ValueError("MDMTrainingSet: no source faces")
         self.faces = list(faces)
@@ -164,6 +167,10 @@ class MDMTrainingSet(torch.utils.data.Dataset):
                 raise ValueError(f"augment: unknown option {k!r}")
             self.aug[k] = float(v)
         self.has_init = [f.init is not None for f in self.faces]
+        w = np.ones(len(self.faces)) if face_weights is None else np.asarray(face_weights, float)
+        if w.shape != (len(self.faces),) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError("face_weights: expected one non-negative weight per face")
+        self.cum_weights = np.cumsum(w / w.sum())
         self.length = int(length)
         self.seed = int(seed)
         self.epoch = 0
@@ -196,7 +203,8 @@ class MDMTrainingSet(torch.utils.data.Dataset):
     def __getitem__(self, index):
         a = self.aug
         rng = np.random.default_rng([self.seed, int(index), self.epoch])
-        face = self.faces[int(rng.integers(len(self.faces)))]
+        k = int(np.searchsorted(self.cum_weights, rng.random(), side="right"))
+        face = self.faces[min(k, len(self.faces) - 1)]
         H, W = face.pixels.shape
         # similarity augmentation of the source image: aug = M @ src + t
         ang = float(np.clip(rng.normal(0, a["rotation_std"]), -a["max_rotation"], a["max_rotation"]))
@@ -268,7 +276,7 @@ def mdm_loss(model, batch, device):
     loss = sum(losses)
     with torch.no_grad():
         start = ((batch["start"] - gt).norm(dim=-1).mean(dim=1) / iod).mean()
-    return loss, {"nme_start": float(start), "nme_final": float(losses[-1])}
+    return loss, {"nme_start": float(start), "nme_final": float(losses[-1].detach())}
 
 
 def evaluate(fitter, images, boxes=None, progress=False):
@@ -290,7 +298,7 @@ def evaluate(fitter, images, boxes=None, progress=False):
 
 
 def train_mdm(faces, mean_shape, model_config=None, train_config=None, augment=None,
-              val_fn=None):
+              val_fn=None, face_weights=None):
     """Train an :class:`MDMNet` on :class:`SourceFace` s; returns ``(net, history)``."""
     from .training import TrainConfig, train_loop
 
@@ -299,6 +307,7 @@ def train_mdm(faces, mean_shape, model_config=None, train_config=None, augment=N
     data = MDMTrainingSet(
         faces, mean_shape, net.config["crop_size"], net.config["margin"], augment,
         length=max(1000, cfg.steps * cfg.batch_size), seed=cfg.seed,
+        face_weights=face_weights,
     )
     history = train_loop(net, data, mdm_loss, cfg, val_fn=val_fn)
     net.eval()
@@ -311,7 +320,8 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     Recipe tables: ``[mdm]`` (``weights`` + :data:`menpo_densereg.mdm.MDM_DEFAULTS`
     keys), ``[data]`` (``train`` folders relative to the fitter folder, ``builtin_assets``,
     ``mirror``, ``initialiser`` (a fitter name; its outputs become ``init`` starts),
-    ``engine_samples`` (number of data-engine renders to add), ``engine_max_yaw``),
+    ``engine_samples`` (number of data-engine renders to add), ``engine_max_yaw``,
+    ``engine_fraction`` (share of training items drawn from the renders)),
     ``[augment]`` (:data:`AUGMENT_DEFAULTS`), ``[train]`` (:class:`TrainConfig`).
     """
     from .aam import load_annotated_68
@@ -320,12 +330,14 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     from .training import TrainConfig
 
     fitter_dir = Path(fitter_dir)
+    # data paths are relative to the recipe's folder (which may differ from --out)
+    base = Path(recipe["_path"]).parent if "_path" in recipe else fitter_dir
     name = recipe.get("fitter", {}).get("name", fitter_dir.name)
     mcfg = dict(recipe.get("mdm", {}))
     weights = fitter_dir / mcfg.pop("weights", "mdm.safetensors")
     data = dict(recipe.get("data", {}))
     folders = [
-        Path(f) if Path(f).is_absolute() else (fitter_dir / f).resolve()
+        Path(f) if Path(f).is_absolute() else (base / f).resolve()
         for f in data.get("train", [])
     ]
     images = load_annotated_68(folders, data.get("builtin_assets", []),
@@ -335,9 +347,18 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         initialiser = _load_named(data["initialiser"], fitter_dir)
     t0 = time.time()
     faces = faces_from_images(images, initialiser=initialiser, progress=True)
+    n_real = len(faces)
     n_engine = int(data.get("engine_samples", 0))
+    weights = np.ones(n_real)
     if n_engine:
-        faces += _engine_faces(images, n_engine, data, seed=int(data.get("seed", 0)))
+        engine = _engine_faces(images, n_engine, data, seed=int(data.get("seed", 0)))
+        # real and synthetic faces drawn with probabilities (1 - f, f) as groups
+        f = float(data.get("engine_fraction", 0.5))
+        if engine:
+            weights = np.concatenate(
+                [np.full(n_real, (1 - f) / n_real), np.full(len(engine), f / len(engine))]
+            )
+        faces += engine
     train_tbl = dict(recipe.get("train", {}))
     overrides = {}
     if args is not None:
@@ -351,7 +372,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     if initialiser is None:
         augment["p_init"] = 0.0
     mean = mean_face_68()
-    net, history = train_mdm(faces, mean, mcfg, cfg, augment)
+    net, history = train_mdm(faces, mean, mcfg, cfg, augment, face_weights=weights)
     last = history["train"][-1] if history["train"] else {}
     extra = {
         "fitter": name,
@@ -360,6 +381,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         "mirror": bool(data.get("mirror", True)),
         "initialiser": data.get("initialiser"),
         "engine_samples": n_engine,
+        "engine_fraction": float(data.get("engine_fraction", 0.5)) if n_engine else 0.0,
         "n_source_faces": len(faces),
         "steps": history["steps"],
         "seconds": round(time.time() - t0, 1),

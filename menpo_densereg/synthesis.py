@@ -61,7 +61,10 @@ class SynthConfig:
 
     ``margin`` is the crop margin (as :func:`menpo_densereg.crop.crop_face`); ``jitter_*``
     perturb the crop box (fraction of the box side / relative scale / degrees) so that
-    detector boxes also work.
+    detector boxes also work. Backgrounds of synthetic samples: with probability
+    ``p_context`` the source image's own surroundings (hair, neck, scene; see
+    :meth:`TexturedFace.context`), else with ``p_image_background`` a crop of another
+    source image, else a procedural gradient / smooth noise.
     """
 
     size: int = 128
@@ -74,6 +77,7 @@ class SynthConfig:
     jitter_rotation: float = 20.0
     ambient: tuple = (0.35, 0.8)
     p_image_background: float = 0.5
+    p_context: float = 0.4
     p_flip: float = 0.5
     photometric: bool = True
 
@@ -297,7 +301,9 @@ def flip_sample(sample, template=None):
     m = s["mask"][:, ::-1]
     s["image"] = np.ascontiguousarray(s["image"][:, :, ::-1])
     u = np.where(m > 0, 1.0 - s["uv"][0][:, ::-1], 0.0)
-    s["uv"] = np.ascontiguousarray(np.stack([u, s["uv"][1][:, ::-1]]).astype(np.float32))
+    s["uv"] = np.ascontiguousarray(
+        np.stack([u, s["uv"][1][:, ::-1]]).astype(np.float32)
+    )
     s["mask"] = np.ascontiguousarray(m)
     s["depth"] = np.ascontiguousarray(s["depth"][:, ::-1])
     s["parts"] = np.ascontiguousarray(tpl.flip_parts()[s["parts"][:, ::-1]])
@@ -409,6 +415,45 @@ class TexturedFace:
         self.vertices = V - self.centre
         self.rotation = fit.rotation
         self.scale = fit.scale
+        self._context = None
+
+    def context(self, size=384, fill_sigma=0.12):
+        """The source image around the face with the face itself filled in (cached).
+
+        A square of three face widths around the face, resampled to ``size`` pixels,
+        where the face region (slightly dilated) is replaced by a normalised-convolution
+        blur of its surroundings, so that the hair, ears, neck and scene remain but no
+        ghost of the original face shows beside a re-posed one.
+
+        Returns
+        -------
+        pixels : ``(3, size, size)`` `ndarray`
+        ctx_to_image : ``(2, 3)`` `ndarray`
+            Maps context (y, x) to source-image (y, x).
+        """
+        if self._context is not None and self._context[0].shape[-1] == size:
+            return self._context
+        face = self.face
+        xy = face.fit.vertices_xy
+        lo, hi = xy.min(0), xy.max(0)
+        centre = ((lo + hi) / 2)[::-1]
+        side = 3.0 * float((hi - lo).max())
+        A = _crop_transform(centre, side, size, 0.0)
+        px = _warp_pixels(face.pixels, A, size)
+        # the face region in the context frame (rasterise the fit there)
+        fit_ctx = face.fit.warped(_invert(A))
+        tri, _, _ = rasterise_mesh(
+            fit_ctx.vertices_xy, fit_ctx.depth, self.template.trilist, (size, size)
+        )
+        m = ndimage.binary_dilation(tri >= 0, iterations=max(2, size // 64))
+        w = (~m).astype(np.float32)
+        sigma = fill_sigma * size / 3.0
+        num = ndimage.gaussian_filter(px * w[None], (0, sigma, sigma))
+        den = ndimage.gaussian_filter(w, sigma)[None]
+        fill = num / np.maximum(den, 1e-3)
+        px = np.where(m[None], fill, px).astype(np.float32)
+        self._context = (px, A)
+        return self._context
 
     def posed(self, yaw, pitch, roll):
         """A `TemplateFit` of this face rotated to an absolute pose (degrees), centred
@@ -460,12 +505,39 @@ def _background(size, rng, pool):
         coarse = rng.random((3, n, n))
         g2 = np.linspace(0, n - 1, size)
         yy2, xx2 = np.meshgrid(g2, g2, indexing="ij")
-        bg = np.stack(
-            [ndimage.map_coordinates(c, [yy2, xx2], order=1) for c in coarse]
-        )
+        bg = np.stack([ndimage.map_coordinates(c, [yy2, xx2], order=1) for c in coarse])
         bg = np.clip(bg, 0, 1)
     bg = bg + rng.normal(0, rng.uniform(0, 0.05), bg.shape)
     return np.clip(bg, 0, 1).astype(np.float32)
+
+
+def _similarity(src, dst):
+    """``(2, 3)`` least-squares similarity (no reflection) mapping ``src`` onto ``dst``."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    U, S, Vt = np.linalg.svd(b.T @ a)
+    D = np.diag([1.0, np.sign(np.linalg.det(U @ Vt))])
+    R = U @ D @ Vt
+    s = (S * np.diag(D)).sum() / max((a**2).sum(), 1e-12)
+    M = s * R
+    return np.concatenate([M, (md - M @ ms)[:, None]], 1)
+
+
+def _compose(A, B):
+    """``A`` after ``B`` for (2, 3) affine maps."""
+    M = A[:, :2] @ B[:, :2]
+    return np.concatenate([M, (A[:, :2] @ B[:, 2] + A[:, 2])[:, None]], 1)
+
+
+def _context_background(textured, lm68_posed, A, size):
+    """The source's surroundings moved with the face (a similarity on the inner
+    landmarks from the posed face back to the source image)."""
+    ctx, ctx_to_image = textured.context()
+    inner = slice(17, 68)
+    src = textured.face.fit.landmarks("ibug68", march=False)[0][inner]
+    T = _similarity(lm68_posed[inner], src)  # posed frame -> source image
+    M = _compose(_invert(ctx_to_image), _compose(T, A))  # crop -> context
+    return _warp_pixels(ctx, M, size)
 
 
 def synthetic_sample(textured, cfg=None, rng=None, backgrounds=()):
@@ -511,8 +583,11 @@ def synthetic_sample(textured, cfg=None, rng=None, backgrounds=()):
     tint = rng.uniform(0.85, 1.15, 3)
     face_rgb = np.zeros((3, size, size), np.float32)
     face_rgb[:, mask] = np.clip(col * tint, 0, 1).T
-    pool = list(backgrounds) if rng.random() < cfg.p_image_background else []
-    bg = _background(size, rng, pool)
+    if rng.random() < cfg.p_context:
+        bg = _context_background(textured, lm68, A, size)
+    else:
+        pool = list(backgrounds) if rng.random() < cfg.p_image_background else []
+        bg = _background(size, rng, pool)
     # anti-aliased edge: boundary pixels of the mask mix in some background
     alpha = mask * (0.5 + 0.5 * ndimage.gaussian_filter(mask.astype(np.float32), 0.7))
     img = face_rgb * alpha[None] + bg * (1 - alpha[None])

@@ -241,6 +241,17 @@ class FaceTemplate:
         cv = np.clip(np.rint(np.asarray(v) * (r - 1)), 0, r - 1).astype(np.int64)
         return self.part_map[cv, cu]
 
+    def triangle_normals(self):
+        """Smooth unit normals of the triangles: the mean of their vertex normals.
+
+        Robust to the few triangles that decimation flipped (used for back-face culling).
+        """
+        if "_tri_normals" not in self.__dict__:
+            fn = self.vertex_normals()[self.trilist].mean(1)
+            fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
+            self.__dict__["_tri_normals"] = fn
+        return self.__dict__["_tri_normals"]
+
     def vertex_normals(self, vertices=None):
         """Unit vertex normals (area-weighted) of the template or of ``vertices``."""
         if vertices is None and self._vertex_normals is not None:

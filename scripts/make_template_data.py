@@ -8,6 +8,7 @@ markups, face parts, marching contours) are built deterministically from menpo3d
 """
 
 import argparse
+import os
 
 import numpy as np
 
@@ -25,6 +26,7 @@ def main():
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **data)
+        os.chmod(tmp, 0o644)  # package data: world-readable
     print(FaceTemplate.load(args.out))
 
 

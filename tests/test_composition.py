@@ -135,6 +135,7 @@ def test_chain_with_aam_refiner_in_image_frame():
     # per-iteration shapes: the initialiser's first, the refiner's last
     assert np.allclose(r1.shapes[0].points, r1.initial_shape.points)
     assert np.allclose(r1.shapes[-1].points, r1.final_shape.points)
+    assert len(r1.shapes) == len(r1.stages["refiner"].shapes)
 
 
 def test_markup_conversion_between_stages():

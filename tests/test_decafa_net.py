@@ -180,3 +180,16 @@ def test_correspondence_initialised_chain_maps_coarse_to_fine_peaks():
     assert torch.allclose(got, expected, atol=0.2)
     rand = TransferLayers(8, ["ibug68", "five"], chained=True, init="random")
     assert not torch.allclose(rand.convs["five"].weight, layers.convs["five"].weight)
+
+
+def test_logit_gain_sharpens_the_first_transfer_layer():
+    torch.manual_seed(0)
+    a = _tiny(logit_gain=1.0)
+    torch.manual_seed(0)
+    b = _tiny(logit_gain=8.0)
+    assert b.transfers[0].gain == 8.0 and b.config.logit_gain == 8.0
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        pa = a(x)[0]["wflw98"][1].flatten(2).amax(-1).mean()
+        pb = b(x)[0]["wflw98"][1].flatten(2).amax(-1).mean()
+    assert pb > pa

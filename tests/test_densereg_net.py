@@ -38,7 +38,9 @@ def test_baseline_configs():
     plain = build_densereg(head="plain", n_bins=1, input_size=32)
     out = plain(torch.rand(1, 3, 32, 32))
     assert out["cls_u"].shape[1] == 2 and out["res_u"].shape[1] == 1
-    qo = build_densereg(head="quantised_only", n_bins=4, input_size=32, depth_head=False)
+    qo = build_densereg(
+        head="quantised_only", n_bins=4, input_size=32, depth_head=False
+    )
     out = qo(torch.rand(1, 3, 32, 32))
     assert "res_u" not in out and "depth" not in out
     with pytest.raises(ValueError, match="n_bins"):
@@ -63,7 +65,9 @@ def _outputs_for(coord_u, coord_v, mask, k, residual=True):
     outs = {}
     for axis, coord in (("u", coord_u), ("v", coord_v)):
         cls, q, res = bin_targets(coord, mask, k)
-        outs["cls_" + axis] = 20.0 * torch.nn.functional.one_hot(cls, k + 1).permute(0, 3, 1, 2).float()
+        outs["cls_" + axis] = (
+            20.0 * torch.nn.functional.one_hot(cls, k + 1).permute(0, 3, 1, 2).float()
+        )
         if residual:
             r = torch.zeros(coord.shape[0], k, *coord.shape[1:])
             r.scatter_(1, q[:, None], res[:, None])
@@ -95,6 +99,8 @@ def test_bin_targets_convention():
     cls, q, res = bin_targets(u, torch.ones_like(u), 10)
     assert q.tolist() == [[[0, 0, 1, 9, 9]]]
     assert cls.tolist() == [[[1, 1, 2, 10, 10]]]
-    assert torch.allclose(res, torch.tensor([[[-0.05, 0.0, -0.05, 0.049, 0.05]]]), atol=1e-6)
+    assert torch.allclose(
+        res, torch.tensor([[[-0.05, 0.0, -0.05, 0.049, 0.05]]]), atol=1e-6
+    )
     cls, _, _ = bin_targets(u, torch.zeros_like(u), 10)
     assert cls.sum() == 0

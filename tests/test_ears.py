@@ -26,7 +26,9 @@ def _ear(rng, scale=30.0, centre=(50.0, 40.0), angle=0.0):
 @pytest.fixture(scope="module")
 def space():
     rng = np.random.default_rng(0)
-    shapes = [_ear(rng, rng.uniform(20, 40), angle=rng.uniform(-20, 20)) for _ in range(8)]
+    shapes = [
+        _ear(rng, rng.uniform(20, 40), angle=rng.uniform(-20, 20)) for _ in range(8)
+    ]
     return EarSpace.from_shapes([PointCloud(s) for s in shapes])
 
 
@@ -43,7 +45,10 @@ def test_procrustes_mean_removes_similarity():
     base = _ear(rng)
     shapes = [base * s + t for s, t in [(1, 0), (2.5, 10), (0.7, -4)]]
     a = np.deg2rad(30)
-    shapes.append((base - base.mean(0)) @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]).T)
+    shapes.append(
+        (base - base.mean(0))
+        @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]).T
+    )
     m = procrustes_mean(shapes)
     ref = (base - base.mean(0)) / np.sqrt(((base - base.mean(0)) ** 2).sum(1).mean())
     np.testing.assert_allclose(m, ref, atol=1e-6)

@@ -37,7 +37,9 @@ def test_rasteriser_zbuffer_keeps_the_nearest_triangle():
     # culling drops back-facing triangles (positive area in (column, row))
     tri_c, _, _ = rasterise_mesh(xy, depth, tris, (20, 20), cull_back=True)
     assert (tri_c >= 0).sum() == 0
-    tri_c, _, _ = rasterise_mesh(xy, depth, tris[:, [0, 2, 1]], (20, 20), cull_back=True)
+    tri_c, _, _ = rasterise_mesh(
+        xy, depth, tris[:, [0, 2, 1]], (20, 20), cull_back=True
+    )
     assert tri_c[5, 5] == 1
 
 
@@ -48,9 +50,10 @@ def test_fit_recovers_a_synthetic_pose():
 
     t = FaceTemplate.load()
     for yaw in (0, 30, -60):
-        R = np.diag([1.0, -1, -1]) @ Rotation.from_euler(
-            "ZXY", [5, 10, yaw], degrees=True
-        ).as_matrix()
+        R = (
+            np.diag([1.0, -1, -1])
+            @ Rotation.from_euler("ZXY", [5, 10, yaw], degrees=True).as_matrix()
+        )
         V = 40 * t.points @ R.T + [60, 70, 0]
         posed = TemplateFit(t, R, 40, [60, 70], V[:, :2], V[:, 2], None, 0, 0)
         pts, _ = posed.landmarks("68")  # jaw contour marched to the silhouette
@@ -78,7 +81,9 @@ def test_dense_ground_truth_ranges_and_types(takeo, takeo_gt):
     assert np.all(gt.parts[~m] == 0)
     assert isinstance(gt.uv_image, MaskedImage) and gt.uv_image.n_channels == 2
     assert isinstance(gt.mask_image, BooleanImage)
-    assert isinstance(gt.depth_image, MaskedImage) and isinstance(gt.parts_image, MaskedImage)
+    assert isinstance(gt.depth_image, MaskedImage) and isinstance(
+        gt.parts_image, MaskedImage
+    )
     assert "DenseGroundTruth" in str(gt)
     # u increases from image-left to image-right across the face, v downwards
     rows, cols = np.nonzero(m)
@@ -93,7 +98,9 @@ def test_mask_and_landmarks_are_consistent(takeo_gt):
     near = np.zeros(len(pts), bool)
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
-            near |= gt.mask[np.clip(r + dr, 0, gt.shape[0] - 1), np.clip(c + dc, 0, gt.shape[1] - 1)]
+            near |= gt.mask[
+                np.clip(r + dr, 0, gt.shape[0] - 1), np.clip(c + dc, 0, gt.shape[1] - 1)
+            ]
     assert near.mean() > 0.9
     # the template's landmarks looked up in the rendered UV land on the annotations
     found, ok = landmarks_from_uv(gt.u, gt.v, gt.mask, fit.landmark_uv())
@@ -145,7 +152,9 @@ def test_bad_landmarks_fail_clearly():
     with pytest.raises(TypeError):
         dense_ground_truth(np.zeros((10, 10)))
     with pytest.raises(ValueError, match="landmark_uv"):
-        landmarks_from_uv(np.zeros((4, 4)), np.zeros((4, 4)), np.ones((4, 4)), np.zeros(3))
+        landmarks_from_uv(
+            np.zeros((4, 4)), np.zeros((4, 4)), np.ones((4, 4)), np.zeros(3)
+        )
 
 
 def test_shared_faces68_lookup(shared_data):

@@ -74,13 +74,18 @@ def test_similarity_align():
 
 def _shapes(n=40, seed=0):
     rng = np.random.default_rng(seed)
-    base = np.stack([np.sin(np.linspace(0, 6, 12)), np.cos(np.linspace(0, 6, 12))], 1) * 30
+    base = (
+        np.stack([np.sin(np.linspace(0, 6, 12)), np.cos(np.linspace(0, 6, 12))], 1) * 30
+    )
     mode = np.stack([np.linspace(-1, 1, 12), np.zeros(12)], 1) * 5
     shapes = []
     for _ in range(n):
         a = rng.normal(0, 0.1)
         R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        shapes.append((base + rng.normal() * mode) @ R.T * rng.uniform(0.8, 1.2) + rng.normal(0, 20, 2))
+        shapes.append(
+            (base + rng.normal() * mode) @ R.T * rng.uniform(0.8, 1.2)
+            + rng.normal(0, 20, 2)
+        )
     return shapes, base, mode
 
 

@@ -5,7 +5,11 @@ import pytest
 import torch
 
 import menpo.io as mio
-from menpo_densereg.dense_dataset import DenseShardDataset, RealDenseDataset, SyntheticDenseDataset
+from menpo_densereg.dense_dataset import (
+    DenseShardDataset,
+    RealDenseDataset,
+    SyntheticDenseDataset,
+)
 from menpo_densereg.synthesis import (
     SAMPLE_KEYS,
     DataEngine,
@@ -27,7 +31,9 @@ def images():
 
 @pytest.fixture(scope="module")
 def engine(images):
-    return DataEngine([annotated_face(im) for im in images], SynthConfig(size=S), seed=3)
+    return DataEngine(
+        [annotated_face(im) for im in images], SynthConfig(size=S), seed=3
+    )
 
 
 def _check_format(s, size=S):
@@ -38,7 +44,11 @@ def _check_format(s, size=S):
     m = s["mask"]
     assert m.shape == (size, size) and set(np.unique(m)) <= {0.0, 1.0} and m.sum() > 50
     assert s["uv"].min() >= 0 and s["uv"].max() <= 1 and np.all(s["uv"][:, m == 0] == 0)
-    assert s["depth"].dtype == np.float32 and s["depth"].min() >= 0 and s["depth"].max() <= 1
+    assert (
+        s["depth"].dtype == np.float32
+        and s["depth"].min() >= 0
+        and s["depth"].max() <= 1
+    )
     assert s["parts"].dtype == np.int64 and np.all(s["parts"][m == 0] == 0)
     assert set(np.unique(s["parts"][m > 0])) <= set(range(1, 9))
     for name, n in [("ibug68", 68), ("wflw98", 98), ("lfpw29", 29), ("five", 5)]:
@@ -62,12 +72,20 @@ def test_real_sample_format_and_landmarks(engine):
     _check_format(s)
     assert s["has_ibug68"] == 1 and s["has_wflw98"] == 1
     assert _visible_on_mask(s) > 0.9
-    plain = real_sample(engine.faces[0], engine.config, np.random.default_rng(0), augment=False)
+    plain = real_sample(
+        engine.faces[0], engine.config, np.random.default_rng(0), augment=False
+    )
     lm = plain["lm_ibug68"]  # the un-jittered crop centres the landmark box
     centre = (lm.min(0) + lm.max(0)) / 2
     np.testing.assert_allclose(centre, (S - 1) / 2, atol=1.0)
-    only = real_sample(engine.faces[0], engine.config, np.random.default_rng(0), derived_markups=False)
-    assert only["has_ibug68"] == 1 and only["has_wflw98"] == 0 and not only["lm_wflw98"].any()
+    only = real_sample(
+        engine.faces[0], engine.config, np.random.default_rng(0), derived_markups=False
+    )
+    assert (
+        only["has_ibug68"] == 1
+        and only["has_wflw98"] == 0
+        and not only["lm_wflw98"].any()
+    )
 
 
 def test_synthetic_samples_cover_profiles_and_are_deterministic(engine):
@@ -110,7 +128,9 @@ def test_datasets_and_shards(images, tmp_path):
     ds.set_epoch(1)
     assert not torch.equal(ds[1]["image"], x["image"])
     syn = SyntheticDenseDataset(images, size=S, length=5, seed=2)
-    paths = write_shards((syn.sample(i) for i in range(5)), tmp_path / "c", shard_size=2)
+    paths = write_shards(
+        (syn.sample(i) for i in range(5)), tmp_path / "c", shard_size=2
+    )
     assert len(paths) == 3
     cache = DenseShardDataset(tmp_path / "c")
     assert len(cache) == 5
@@ -149,13 +169,35 @@ def test_commands(images, tmp_path, capsys):
     for k, im in enumerate(images):
         mio.export_image(im, src / f"face{k}.png")
         write_pts(src / f"face{k}.pts", im.landmarks["PTS"])
-    assert main(["make-gt", str(src), "--out", str(tmp_path / "gt"), "--overlays", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "make-gt",
+                str(src),
+                "--out",
+                str(tmp_path / "gt"),
+                "--overlays",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "wrote dense ground truth for 2/2" in out and "median" in out
     with np.load(tmp_path / "gt" / "face0.npz", allow_pickle=False) as f:
         assert f["u"].shape == images[0].shape and f["landmarks"].shape == (68, 2)
     assert (tmp_path / "gt" / "face0.png").stat().st_size > 1000
-    args = ["synth", str(src), "-n", "3", "--seed", "7", "--size", "32", "--no-progress"]
+    args = [
+        "synth",
+        str(src),
+        "-n",
+        "3",
+        "--seed",
+        "7",
+        "--size",
+        "32",
+        "--no-progress",
+    ]
     assert main(args + ["--out", str(tmp_path / "s1"), "--overlays", "1"]) == 0
     assert main(args + ["--out", str(tmp_path / "s2")]) == 0
     assert "samples/s" in capsys.readouterr().out
@@ -169,14 +211,18 @@ def test_flip_sample_mirrors_everything(engine):
     from menpo_densereg.synthesis import flip_sample
     from menpo_densereg.template import FaceTemplate
 
-    s = real_sample(engine.faces[0], engine.config, np.random.default_rng(0), augment=False)
+    s = real_sample(
+        engine.faces[0], engine.config, np.random.default_rng(0), augment=False
+    )
     f = flip_sample(s)
     _check_format(f)
     np.testing.assert_array_equal(f["image"], s["image"][:, :, ::-1])
     m = s["mask"] > 0
     np.testing.assert_allclose(f["uv"][0][:, ::-1][m], 1 - s["uv"][0][m], atol=1e-6)
     # the left eye of the flipped face is the mirrored right eye of the original
-    np.testing.assert_allclose(f["lm_ibug68"][36, 1], S - 1 - s["lm_ibug68"][45, 1], atol=1e-4)
+    np.testing.assert_allclose(
+        f["lm_ibug68"][36, 1], S - 1 - s["lm_ibug68"][45, 1], atol=1e-4
+    )
     assert (f["parts"] == 3).sum() == (s["parts"] == 4).sum()
     back = flip_sample(f)
     for k in s:
@@ -184,3 +230,12 @@ def test_flip_sample_mirrors_everything(engine):
     t = FaceTemplate.load()
     assert list(t.flip_permutation("5")) == [1, 0, 2, 4, 3]
     assert t.flip_permutation("68")[48] == 54
+
+
+def test_real_and_synthetic_items_collate_together(images):
+    real = RealDenseDataset(images, size=32, seed=0)
+    syn = SyntheticDenseDataset(images, size=32, length=2, seed=0)
+    both = torch.utils.data.ConcatDataset([real, syn])
+    batch = next(iter(torch.utils.data.DataLoader(both, batch_size=4)))
+    assert set(batch) == set(SAMPLE_KEYS)
+    assert batch["image"].shape == (4, 3, 32, 32)

@@ -21,7 +21,9 @@ def test_uv_in_unit_square_and_spans_it():
     assert np.all(t.uv.min(0) < 0.02) and np.all(t.uv.max(0) > 0.98)
 
 
-@pytest.mark.parametrize("markup,n", [("68", 68), ("wflw98", 98), ("29", 29), ("five", 5)])
+@pytest.mark.parametrize(
+    "markup,n", [("68", 68), ("wflw98", 98), ("29", 29), ("five", 5)]
+)
 def test_landmark_uv_of_every_markup(markup, n):
     t = FaceTemplate.load()
     uv = t.landmark_uv(markup)

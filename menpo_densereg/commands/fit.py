@@ -40,9 +40,13 @@ def parse_box(text):
     try:
         t, l, b, r = (float(x) for x in str(text).split(","))
     except ValueError:
-        raise ValueError(f"--box: expected 'top,left,bottom,right' numbers, got {text!r}") from None
+        raise ValueError(
+            f"--box: expected 'top,left,bottom,right' numbers, got {text!r}"
+        ) from None
     if b <= t or r <= l:
-        raise ValueError(f"--box: empty box {text!r} (need bottom > top and right > left)")
+        raise ValueError(
+            f"--box: empty box {text!r} (need bottom > top and right > left)"
+        )
     return bounding_box((t, l), (b, r))
 
 
@@ -81,28 +85,32 @@ def load_fitter_by_name(name):
 
 
 def _save_overlay(image, shape, box, path):
-    import matplotlib
+    """Draw the box and landmarks on the image and write a PNG atomically.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn with Pillow rather than matplotlib: importing and rendering a matplotlib
+    figure alone takes most of a second, and this command must stay well under one.
+    """
     import numpy as np
+    import PIL.Image
+    import PIL.ImageDraw
 
-    from ..atomic import atomic_save_figure
+    from ..atomic import atomic_path
 
     px = np.clip(np.moveaxis(image.pixels, 0, -1), 0, 1)
-    h, w = px.shape[:2]
-    fig = plt.figure(figsize=(w / 100.0, h / 100.0), dpi=100)
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(px[..., 0] if px.shape[-1] == 1 else px, cmap="gray")
+    if px.shape[-1] == 1:
+        px = np.repeat(px, 3, axis=-1)
+    im = PIL.Image.fromarray((px * 255).round().astype(np.uint8), "RGB")
+    draw = PIL.ImageDraw.Draw(im)
     (t, l), (b, r) = box.points.min(0), box.points.max(0)
-    ax.plot([l, r, r, l, l], [t, t, b, b, t], "-", color="yellow", lw=1)
-    p = shape.points
-    ax.scatter(p[:, 1], p[:, 0], s=max(4, w / 80.0), c="lime", edgecolors="k", linewidths=0.3)
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.axis("off")
-    atomic_save_figure(fig, path, dpi=100, bbox_inches=None)
-    plt.close(fig)
+    lw = max(1, int(round(max(im.size) / 400)))
+    draw.rectangle([l, t, r, b], outline=(255, 220, 0), width=lw)
+    rad = max(1.5, max(im.size) / 250)
+    for y, x in shape.points:
+        draw.ellipse(
+            [x - rad, y - rad, x + rad, y + rad], fill=(0, 255, 0), outline=(0, 0, 0)
+        )
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
 
 
 def run(args):

@@ -61,7 +61,7 @@ def _save(path, gt, landmarks, extra):
             np.savez_compressed(f, **arrays)
 
 
-def _overlay(path, image, gt, pts, title):
+def _overlay(path, image, gt, pts, title, depth=True):
     from ..overlays import save_dense_overlay
 
     lo, win = _crop_window(gt.mask, pts, gt.shape)
@@ -73,7 +73,7 @@ def _overlay(path, image, gt, pts, title):
         gt.v[win],
         gt.mask[win],
         gt.parts[win],
-        gt.depth[win],
+        gt.depth[win] if depth else None,
         {"ibug68" if len(pts) == 68 else "ear55": pts - lo},
         title=title,
     )
@@ -173,7 +173,8 @@ def run(args):
     print(f"wrote dense ground truth for {n_written}/{len(faces)} face images to {out}")
     if faces:
         print(
-            f"template fit (rigid) reprojection error: median {np.median(reproj):.2f} px, max {np.max(reproj):.2f} px"
+            f"template fit (rigid) reprojection error: median {np.median(reproj):.2f} "
+            f"px, max {np.max(reproj):.2f} px"
         )
         print(_summary("faces, 68 (marched jaw UV)", face_err))
         print(_summary("faces, 68 (fixed template UV)", face_fixed))
@@ -202,9 +203,11 @@ def run(args):
                     gt,
                     pts,
                     f"{stem}: ear, look-up median {np.nanmedian(e):.2f} px",
+                    depth=False,
                 )
         print(
-            f"wrote ear ground truth for {len(ear_err)}/{len(ears)} ear images (reference from {space.n_shapes} ears)"
+            f"wrote ear ground truth for {len(ear_err)}/{len(ears)} ear images "
+            f"(reference from {space.n_shapes} ears)"
         )
         print(_summary("ears, 55 (TPS space)", ear_err))
     return 0
