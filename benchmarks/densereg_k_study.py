@@ -9,7 +9,7 @@ from the tight landmark box.
 
 Usage::
 
-    python benchmarks/densereg_k_study.py [--steps 150] [--batch 8] [--ks 5,10,20]
+    python benchmarks/densereg_k_study.py [--steps 300] [--batch 8] [--ks 5,10,20]
 
 Runs in a few minutes on 2 CPU cores (data are rendered once and cached in
 ``runs/densereg-k-study/``).
@@ -76,7 +76,7 @@ def evaluate(net, samples, residual=True):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default=str(REPO / "fitters" / "densereg-face"))
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--size", type=int, default=96)

@@ -58,6 +58,7 @@ AAM_DEFAULTS = {
     "max_shape_components": 15,
     "max_appearance_components": 100,
     "grey": True,
+    "markup": "ibug68",
 }
 
 FITTER_DEFAULTS = {
@@ -159,6 +160,7 @@ def _config(**kwargs):
         if cfg[k] is not None:
             cfg[k] = int(cfg[k])
     cfg["grey"] = bool(cfg["grey"])
+    cfg["markup"] = get_markup(cfg["markup"]).name
     return cfg
 
 
@@ -175,7 +177,8 @@ def _pick_group(image, group=None, what="image"):
     raise ValueError(f"{what}: choose a landmark group among {groups}")
 
 
-def prepare_training_images(images, group=None, grey=True, diagonal=110, margin=0.5):
+def prepare_training_images(images, group=None, grey=True, diagonal=110, margin=0.5,
+                            markup="68"):
     """Crop, (grey) and rescale annotated images for AAM training.
 
     Every image is cropped to its landmarks plus ``margin`` of their extent, converted to
@@ -187,7 +190,7 @@ def prepare_training_images(images, group=None, grey=True, diagonal=110, margin=
     for k, im in enumerate(images):
         g = _pick_group(im, group, what=f"training image {k} ({_image_name(im)})")
         shape = PointCloud(np.asarray(im.landmarks[g].points, dtype=float))
-        check_shape(shape, get_markup("68"), f"training image {k} landmarks")
+        check_shape(shape, get_markup(markup), f"training image {k} landmarks")
         im = im.copy()
         im.landmarks["__aam_gt"] = shape
         im = im.crop_to_landmarks_proportion(margin, group="__aam_gt")
@@ -209,7 +212,7 @@ def _image_name(image):
 
 
 def build_patch_aam(images, group=None, verbose=False, **options):
-    """Train a menpofit :class:`~menpofit.aam.PatchAAM` on annotated 68-point images.
+    """Train a menpofit :class:`~menpofit.aam.PatchAAM` on annotated images.
 
     Parameters
     ----------
@@ -220,7 +223,8 @@ def build_patch_aam(images, group=None, verbose=False, **options):
     **options
         Any of :data:`AAM_DEFAULTS`: ``features`` (one of :data:`FEATURES`),
         ``patch_normalisation``, ``diagonal``, ``scales``, ``patch_shape``,
-        ``max_shape_components``, ``max_appearance_components``, ``grey``.
+        ``max_shape_components``, ``max_appearance_components``, ``grey``,
+        ``markup`` (default ``"ibug68"``; e.g. ``"ear55"`` for ears).
 
     Returns
     -------
@@ -235,7 +239,8 @@ def build_patch_aam(images, group=None, verbose=False, **options):
     cfg = _config(**options)
     feats = _features()
     train = prepare_training_images(
-        images, group=group, grey=cfg["grey"], diagonal=cfg["diagonal"]
+        images, group=group, grey=cfg["grey"], diagonal=cfg["diagonal"],
+        markup=cfg["markup"],
     )
     aam = PatchAAM(
         train,
@@ -416,7 +421,7 @@ def load_aam(path):
         ]
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise WeightsError(f"{path}: incomplete patch AAM file ({e!r})") from None
-    aam.aam_config = {k: cfg[k] for k in AAM_DEFAULTS}
+    aam.aam_config = {k: cfg.get(k, AAM_DEFAULTS[k]) for k in AAM_DEFAULTS}
     aam.n_training_images = header["extra"].get("n_training_images", 0)
     return aam
 
@@ -600,6 +605,7 @@ class AAMFitter:
         self.n_appearance = _per_scale(n_appearance, n_scales, "n_appearance")
         self.max_iters = [int(m) for m in _per_scale(max_iters, n_scales, "max_iters")]
         self.crop_margin = float(crop_margin)
+        self.markup = get_markup(getattr(aam, "aam_config", {}).get("markup", "ibug68"))
         self.grey = bool(getattr(aam, "aam_config", {}).get("grey", True))
         for sm in aam.shape_models:
             _reset_pdm(sm)

@@ -159,6 +159,11 @@ class MDMTrainingSet(torch.utils.data.Dataset):
             raise ValueError("MDMTrainingSet: no source faces")
         self.faces = list(faces)
         self.mean = np.asarray(getattr(mean_shape, "points", mean_shape), dtype=float)
+        from .markups import markup_for_n_points
+
+        self.markup = markup_for_n_points(len(self.mean))
+        if self.markup is None:
+            raise ValueError(f"mean_shape: no known markup has {len(self.mean)} points")
         self.crop_size = int(crop_size)
         self.margin = float(margin)
         self.aug = dict(AUGMENT_DEFAULTS)
@@ -234,7 +239,9 @@ class MDMTrainingSet(torch.utils.data.Dataset):
                              align_corners=True)[0]
         crop = self._photometric(crop, rng)
         to_crop = lambda p: (p - offset) / step  # noqa: E731
+        norm = self.markup.normalising_distance(gt) / step
         return {
+            "norm": torch.tensor(max(norm, 1.0), dtype=torch.float32),
             "image": crop,
             "gt": torch.from_numpy(to_crop(gt).astype(np.float32)),
             "start": torch.from_numpy(to_crop(start).astype(np.float32)),
@@ -268,10 +275,14 @@ def _iod(gt):
 
 
 def mdm_loss(model, batch, device):
-    """Sum over steps of the mean point error normalised by the outer-eye distance."""
+    """Sum over steps of the mean point error / the markup's normaliser.
+
+    The normaliser is ``batch["norm"]`` (the markup's: outer-eye distance for 68
+    points, GT box average edge for ears), else the 68-point outer-eye distance.
+    """
     shapes = model(batch["image"], batch["start"])
     gt = batch["gt"]
-    iod = _iod(gt)
+    iod = batch["norm"] if "norm" in batch else _iod(gt)
     losses = [((s - gt).norm(dim=-1).mean(dim=1) / iod).mean() for s in shapes]
     loss = sum(losses)
     with torch.no_grad():

@@ -35,6 +35,11 @@ KINDS = {
     "chain": "menpo_densereg.composition",
     "aam": "menpo_densereg.aam",
     "dlib": "menpo_densereg.peers",
+    # ears (55 points): DenseReg-ear, box / patch-AAM / MDM refiners for ears
+    "densereg_ear": "menpo_densereg.ear_densereg",
+    "box_ear": "menpo_densereg.ear_densereg",
+    "aam_ear": "menpo_densereg.ear_densereg",
+    "mdm_ear": "menpo_densereg.mdm",
 }
 
 TRAINERS = {
@@ -42,6 +47,10 @@ TRAINERS = {
     "decafa": "menpo_densereg.decafa_train",
     "mdm": "menpo_densereg.mdm_train",
     "aam": "menpo_densereg.aam",
+    "densereg_ear": "menpo_densereg.ear_densereg",
+    "box_ear": "menpo_densereg.ear_densereg",
+    "aam_ear": "menpo_densereg.ear_densereg",
+    "mdm_ear": "menpo_densereg.ear_densereg",
 }
 
 
