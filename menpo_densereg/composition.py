@@ -61,6 +61,23 @@ class BoxInitialiser(Initialiser):
         self.mean_shape = PointCloud(pts)
         self.name = name
 
+    @classmethod
+    def for_refiner(cls, refiner, name="box"):
+        """The box start for ``refiner``: the shipped mean face for 68 points, else the
+        refiner's own mean shape (MDM ``mean_shape``, AAM reference shape)."""
+        markup = get_markup(getattr(refiner, "markup", None) or "68")
+        if markup.name == "ibug68":
+            return cls(name=name)
+        mean = getattr(refiner, "mean_shape", None)
+        if mean is None and hasattr(refiner, "aam"):
+            mean = refiner.aam.reference_shape
+        if mean is None:
+            raise ValueError(
+                f"box initialiser: no mean {markup.name} shape for refiner "
+                f"{_name(refiner)!r}"
+            )
+        return cls(mean, markup=markup, name=name)
+
     def initialise(self, image, bounding_box):
         from menpofit.fitter import align_shape_with_bounding_box
 
@@ -145,7 +162,9 @@ class InitialisedFitter:
 
     def __init__(self, initialiser, refiner, name=None):
         for obj, what in ((initialiser, "initialiser"), (refiner, "refiner")):
-            if not hasattr(obj, "fit_from_bb" if what == "initialiser" else "fit_from_shape"):
+            if not hasattr(
+                obj, "fit_from_bb" if what == "initialiser" else "fit_from_shape"
+            ):
                 raise TypeError(f"{what}: {type(obj).__name__} has no fitter interface")
         self.initialiser = initialiser
         self.refiner = refiner
@@ -168,7 +187,9 @@ class InitialisedFitter:
         init_res = init_call()
         t1 = time.perf_counter()
         init_shape = PointCloud(np.asarray(init_res.final_shape.points, dtype=float))
-        init_shape = _as_markup(init_shape, self._init_markup, self.markup, "initialiser")
+        init_shape = _as_markup(
+            init_shape, self._init_markup, self.markup, "initialiser"
+        )
         ref_res = self.refiner.fit_from_shape(image, init_shape, gt_shape=gt_shape)
         t2 = time.perf_counter()
         final = PointCloud(np.asarray(ref_res.final_shape.points, dtype=float))
@@ -250,6 +271,9 @@ def from_fitter_dir(path):
     missing = [k for k in ("initialiser", "refiner") if k not in chain]
     if missing:
         raise ValueError(f"{path}/recipe.toml: chain recipe lacks {missing}")
-    initialiser = _load_named(chain["initialiser"], path)
     refiner = _load_named(chain["refiner"], path)
+    if chain["initialiser"] == "box":
+        initialiser = BoxInitialiser.for_refiner(refiner)
+    else:
+        initialiser = _load_named(chain["initialiser"], path)
     return InitialisedFitter(initialiser, refiner, name=fitter.get("name", path.name))

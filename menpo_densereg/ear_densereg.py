@@ -193,8 +193,17 @@ class EarDenseDataset(torch.utils.data.Dataset):
     seed : `int`
     """
 
-    def __init__(self, images, space, size=96, margin=0.25, augment=None, length=10000,
-                 seed=0, group="ear55"):
+    def __init__(
+        self,
+        images,
+        space,
+        size=96,
+        margin=0.25,
+        augment=None,
+        length=10000,
+        seed=0,
+        group="ear55",
+    ):
         if not images:
             raise ValueError("EarDenseDataset: no images")
         self.space = space
@@ -231,7 +240,11 @@ class EarDenseDataset(torch.utils.data.Dataset):
     def __getitem__(self, index):
         a = self.aug
         rng = np.random.default_rng([self.seed, int(index)])
-        k = int(index) % len(self.sources) if self.plain else int(rng.integers(len(self.sources)))
+        k = (
+            int(index) % len(self.sources)
+            if self.plain
+            else int(rng.integers(len(self.sources)))
+        )
         px, gt, maps, _ = self.sources[k]
         P = px.shape[-1]
         flip = (not self.plain) and rng.random() < a["p_flip"]
@@ -241,8 +254,17 @@ class EarDenseDataset(torch.utils.data.Dataset):
         c = (gt.min(0) + gt.max(0)) / 2
         ang = 0.0
         if not self.plain:
-            ang = float(np.clip(rng.normal(0, a["rotation_std"]), -a["max_rotation"],
-                                a["max_rotation"])) * math.pi / 180
+            ang = (
+                float(
+                    np.clip(
+                        rng.normal(0, a["rotation_std"]),
+                        -a["max_rotation"],
+                        a["max_rotation"],
+                    )
+                )
+                * math.pi
+                / 180
+            )
         R = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
         gta = (gt - c) @ R.T + c
         lo, hi = gta.min(0), gta.max(0)
@@ -294,7 +316,11 @@ class EarDenseDataset(torch.utils.data.Dataset):
         x = x.clamp(0, 1) ** math.exp(rng.uniform(-0.4, 0.4))
         gain = torch.from_numpy(np.exp(rng.uniform(-0.15, 0.15, 3)).astype(np.float32))
         x = x * gain[:, None, None]
-        x = (x - 0.5) * math.exp(rng.uniform(-0.4, 0.3)) + 0.5 + rng.uniform(-0.12, 0.12)
+        x = (
+            (x - 0.5) * math.exp(rng.uniform(-0.4, 0.3))
+            + 0.5
+            + rng.uniform(-0.12, 0.12)
+        )
         if rng.random() < a["p_grey"]:
             x = x.mean(0, keepdim=True).expand(3, -1, -1)
         if rng.random() < a["p_blur"]:
@@ -340,10 +366,16 @@ def load_ear_densereg(path):
         space = EarSpace(
             tensors["space.reference"].double().numpy(), cfg.get("space_n_shapes", 0)
         )
-        pca = ShapePCA.from_arrays(tensors, prefix="pca.ear55") if cfg.get("pca") else None
+        pca = (
+            ShapePCA.from_arrays(tensors, prefix="pca.ear55")
+            if cfg.get("pca")
+            else None
+        )
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).splitlines()[0] if str(e) else repr(e)
-        raise WeightsError(f"{path}: incompatible ear DenseReg file ({first})") from None
+        raise WeightsError(
+            f"{path}: incompatible ear DenseReg file ({first})"
+        ) from None
     net.eval()
     return net, space, pca, header
 
@@ -370,8 +402,17 @@ class EarDenseRegInitialiser(Initialiser):
 
     markup = "ear55"
 
-    def __init__(self, net, space, pca=None, use_pca=False, n_components=None,
-                 radius=0.03, name=None, threads=1):
+    def __init__(
+        self,
+        net,
+        space,
+        pca=None,
+        use_pca=False,
+        n_components=None,
+        radius=0.03,
+        name=None,
+        threads=1,
+    ):
         self.net = net.eval()
         self.config = net.config
         self.space = space
@@ -392,8 +433,12 @@ class EarDenseRegInitialiser(Initialiser):
 
     def with_options(self, **kwargs):
         """A copy sharing the network, with other read-out options."""
-        opts = dict(use_pca=self.pca, n_components=self.n_components,
-                    radius=self.radius, threads=self.threads)
+        opts = dict(
+            use_pca=self.pca,
+            n_components=self.n_components,
+            radius=self.radius,
+            threads=self.threads,
+        )
         opts.update(kwargs)
         return type(self)(self.net, self.space, self.pca_model, **opts)
 
@@ -413,7 +458,11 @@ class EarDenseRegInitialiser(Initialiser):
 
     def read_landmarks(self, dense):
         pts, conf, vis = landmarks_from_uv(
-            dense["u"], dense["v"], self.landmark_uv, dense["face_prob"], radius=self.radius
+            dense["u"],
+            dense["v"],
+            self.landmark_uv,
+            dense["face_prob"],
+            radius=self.radius,
         )
         if self.pca:
             pts = self.pca_model.reconstruct(pts, conf, n_components=self.n_components)
@@ -421,8 +470,9 @@ class EarDenseRegInitialiser(Initialiser):
 
     def initialise(self, image, bounding_box):
         check_image(image)
-        crop, c2i = crop_face(image, bounding_box, self.config.input_size,
-                              margin=self.config.margin)
+        crop, c2i = crop_face(
+            image, bounding_box, self.config.input_size, margin=self.config.margin
+        )
         pts, conf, _ = self.read_landmarks(self.predict_crop(crop))
         return c2i.apply(PointCloud(pts, copy=False)), conf
 
@@ -430,14 +480,20 @@ class EarDenseRegInitialiser(Initialiser):
         """Crop-frame outputs: ``crop``, ``crop_to_image``, ``u``, ``v``, ``face_prob``,
         ``mask`` (face_prob >= 0.5), ``landmarks`` (crop frame) and ``confidence``."""
         check_image(image)
-        crop, c2i = crop_face(image, bounding_box, self.config.input_size,
-                              margin=self.config.margin)
+        crop, c2i = crop_face(
+            image, bounding_box, self.config.input_size, margin=self.config.margin
+        )
         d = self.predict_crop(crop)
         pts, conf, _ = self.read_landmarks(d)
         return {
-            "crop": crop, "crop_to_image": c2i, "u": d["u"], "v": d["v"],
-            "face_prob": d["face_prob"], "mask": d["face_prob"] >= 0.5,
-            "landmarks": PointCloud(pts), "confidence": conf,
+            "crop": crop,
+            "crop_to_image": c2i,
+            "u": d["u"],
+            "v": d["v"],
+            "face_prob": d["face_prob"],
+            "mask": d["face_prob"] >= 0.5,
+            "landmarks": PointCloud(pts),
+            "confidence": conf,
         }
 
     def __str__(self):
@@ -464,11 +520,10 @@ def recipe_split(recipe, fitter_dir):
 
 
 def from_fitter_dir(path, **overrides):
-    """Registry entry point for the ear kinds.
+    """Registry entry point: an :class:`EarDenseRegInitialiser` from a fitter folder.
 
-    ``densereg_ear``: an :class:`EarDenseRegInitialiser` (``[model] weights``,
-    ``[readout] pca / n_components / radius``); the ``box_ear``, ``aam_ear`` and
-    ``mdm_ear`` kinds are built by :mod:`menpo_densereg.ear_refiners`.
+    ``[model] weights`` (relative to the folder, default ``weights.safetensors``; may
+    point to another folder's file) and ``[readout] pca / n_components / radius``.
     """
     from .training import load_recipe
 
@@ -476,9 +531,7 @@ def from_fitter_dir(path, **overrides):
     recipe = load_recipe(path)
     kind = recipe["fitter"]["kind"]
     if kind != KIND:
-        from . import ear_refiners
-
-        return ear_refiners.from_fitter_dir(path)
+        raise ValueError(f"{path}/recipe.toml: kind {kind!r} is not {KIND!r}")
     weights = path / recipe.get("model", {}).get("weights", "weights.safetensors")
     if not weights.is_file():
         raise WeightsError(
@@ -489,7 +542,9 @@ def from_fitter_dir(path, **overrides):
     for k in ("n_components", "radius", "threads"):
         if k in ro:
             kwargs[k] = ro[k]
-    kwargs["name"] = recipe["fitter"].get("display_name") or recipe["fitter"].get("name")
+    kwargs["name"] = recipe["fitter"].get("display_name") or recipe["fitter"].get(
+        "name"
+    )
     kwargs.update(overrides)
     return EarDenseRegInitialiser.from_weights(weights, **kwargs)
 
@@ -506,8 +561,15 @@ def evaluate_initialiser(fitter, images, group="ear55"):
     return np.array(errs)
 
 
-def train_ear_densereg(train_images, net_config=None, train_config=None, augment=None,
-                       loss_config=None, pca=True, seed=0):
+def train_ear_densereg(
+    train_images,
+    net_config=None,
+    train_config=None,
+    augment=None,
+    loss_config=None,
+    pca=True,
+    seed=0,
+):
     """Train an ear DenseReg network on annotated ears.
 
     Returns
@@ -520,14 +582,30 @@ def train_ear_densereg(train_images, net_config=None, train_config=None, augment
 
     shapes = [_pts(im.landmarks["ear55"]) for im in train_images]
     space = EarSpace.from_shapes(canonical_ear_shapes(shapes))
-    cfg = net_config if isinstance(net_config, DenseRegConfig) else DenseRegConfig(
-        **{"depth_head": False, "input_size": 96, "width": 16, "n_bins": 8,
-           **(net_config or {})}
+    cfg = (
+        net_config
+        if isinstance(net_config, DenseRegConfig)
+        else DenseRegConfig(
+            **{
+                "depth_head": False,
+                "input_size": 96,
+                "width": 16,
+                "n_bins": 8,
+                **(net_config or {}),
+            }
+        )
     )
     net = DenseRegNet(cfg)
     tc = train_config or TrainConfig(steps=50, batch_size=8, progress=False)
-    data = EarDenseDataset(train_images, space, cfg.input_size, cfg.margin, augment,
-                           length=max(1000, tc.steps * tc.batch_size), seed=seed)
+    data = EarDenseDataset(
+        train_images,
+        space,
+        cfg.input_size,
+        cfg.margin,
+        augment,
+        length=max(1000, tc.steps * tc.batch_size),
+        seed=seed,
+    )
     lc = loss_config or DenseRegLossConfig(depth_weight=0.0)
     history = train_loop(net, data, make_loss_fn(lc), tc)
     net.eval()
@@ -541,7 +619,7 @@ def train_ear_densereg(train_images, net_config=None, train_config=None, augment
 
 
 def train_from_recipe(recipe, fitter_dir, args=None):
-    """Train ``fitters/densereg-ear`` (or build the other ear kinds) from its recipe.
+    """Train ``fitters/densereg-ear`` from its recipe.
 
     Tables: ``[data] folder`` (relative to the recipe), ``held_out`` (stems);
     ``[model]`` (``weights`` + :class:`DenseRegConfig` keys); ``[augment]``
@@ -555,9 +633,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
 
     kind = recipe["fitter"]["kind"]
     if kind != KIND:
-        from . import ear_refiners
-
-        return ear_refiners.train_from_recipe(recipe, fitter_dir, args)
+        raise ValueError(f"recipe kind {kind!r} is not {KIND!r}")
     fitter_dir = Path(fitter_dir)
     name = recipe["fitter"].get("name", fitter_dir.name)
     train, test = recipe_split(recipe, fitter_dir)
@@ -578,8 +654,13 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     lc = DenseRegLossConfig(**{"depth_weight": 0.0, **recipe.get("loss", {})})
     t0 = time.time()
     net, space, pca, history = train_ear_densereg(
-        train, net_cfg, tc, recipe.get("augment"), lc,
-        pca=True, seed=tc.seed,
+        train,
+        net_cfg,
+        tc,
+        recipe.get("augment"),
+        lc,
+        pca=True,
+        seed=tc.seed,
     )
     seconds = round(time.time() - t0, 1)
     init = EarDenseRegInitialiser(net, space, pca)

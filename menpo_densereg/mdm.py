@@ -101,7 +101,10 @@ def extract_patches(images, shapes, patch_size, patch_scale=1.0):
     """
     B, C, H, W = images.shape
     N = shapes.shape[1]
-    r = (torch.arange(patch_size, dtype=images.dtype, device=images.device) - (patch_size - 1) / 2) * patch_scale
+    r = (
+        torch.arange(patch_size, dtype=images.dtype, device=images.device)
+        - (patch_size - 1) / 2
+    ) * patch_scale
     dy, dx = torch.meshgrid(r, r, indexing="ij")
     ys = shapes[:, :, 0, None, None] + dy  # (B, N, P, P)
     xs = shapes[:, :, 1, None, None] + dx
@@ -109,7 +112,9 @@ def extract_patches(images, shapes, patch_size, patch_scale=1.0):
     gx = xs / max(W - 1, 1) * 2 - 1
     gy = ys / max(H - 1, 1) * 2 - 1
     grid = torch.stack([gx, gy], dim=-1).reshape(B, N * patch_size, patch_size, 2)
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     # (B, C, N*P, P) -> (B, N, C, P, P)
     return out.reshape(B, C, N, patch_size, patch_size).permute(0, 2, 1, 3, 4)
 
@@ -133,7 +138,10 @@ class MDMNet(nn.Module):
             # first conv at full patch resolution, then stride-2 convs (cheaper on CPU
             # than max-pooling)
             stride = 1 if k == 0 else 2
-            layers += [nn.Conv2d(c_in, c, 3, stride=stride, padding=1), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=stride, padding=1),
+                nn.ReLU(inplace=True),
+            ]
             c_in = c
         layers.append(nn.AdaptiveAvgPool2d(cfg["feature_pool"]))
         self.cnn = nn.Sequential(*layers)
@@ -166,7 +174,9 @@ class MDMNet(nn.Module):
         shapes : `list` of ``(B, N, 2)`` tensors, one per step.
         """
         if images.dim() != 4 or images.shape[1] != 1:
-            raise ValueError(f"images: expected (B, 1, S, S), got {tuple(images.shape)}")
+            raise ValueError(
+                f"images: expected (B, 1, S, S), got {tuple(images.shape)}"
+            )
         if init_shapes.shape[1:] != (self.n_points, 2):
             raise ValueError(
                 f"init_shapes: expected (B, {self.n_points}, 2), got {tuple(init_shapes.shape)}"
@@ -202,7 +212,9 @@ def prepare_crop(image, shape, crop_size, margin):
     crop_shape : ``(N, 2)`` float32 array
     crop_to_image : menpo transform
     """
-    crop, crop_to_image = crop_face(image, box_from_shape(shape), crop_size, margin=margin)
+    crop, crop_to_image = crop_face(
+        image, box_from_shape(shape), crop_size, margin=margin
+    )
     px = crop.pixels
     if px.shape[0] == 3:
         px = 0.2989 * px[0] + 0.5870 * px[1] + 0.1140 * px[2]
@@ -274,7 +286,9 @@ class MDMFitter:
         initial = PointCloud(np.asarray(initial_shape.points, dtype=float))
         check_shape(initial, self.markup, "initial_shape")
         cfg = self.net.config
-        crop, pts, crop_to_image = prepare_crop(image, initial, cfg["crop_size"], cfg["margin"])
+        crop, pts, crop_to_image = prepare_crop(
+            image, initial, cfg["crop_size"], cfg["margin"]
+        )
         shapes = self.net(
             torch.from_numpy(crop)[None], torch.from_numpy(pts)[None], steps=self.steps
         )
@@ -301,7 +315,9 @@ class MDMFitter:
         )
 
     def __str__(self):
-        start = self.initialiser.name if self.initialiser is not None else "box mean shape"
+        start = (
+            self.initialiser.name if self.initialiser is not None else "box mean shape"
+        )
         return f"MDMFitter '{self.name}' (start: {start}): {self.net}"
 
 

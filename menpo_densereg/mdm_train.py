@@ -153,8 +153,17 @@ class MDMTrainingSet(torch.utils.data.Dataset):
         faces as frequent as many synthetic renders.
     """
 
-    def __init__(self, faces, mean_shape, crop_size=112, margin=0.25, augment=None,
-                 length=100000, seed=0, face_weights=None):
+    def __init__(
+        self,
+        faces,
+        mean_shape,
+        crop_size=112,
+        margin=0.25,
+        augment=None,
+        length=100000,
+        seed=0,
+        face_weights=None,
+    ):
         if not faces:
             raise ValueError("MDMTrainingSet: no source faces")
         self.faces = list(faces)
@@ -172,7 +181,11 @@ class MDMTrainingSet(torch.utils.data.Dataset):
                 raise ValueError(f"augment: unknown option {k!r}")
             self.aug[k] = float(v)
         self.has_init = [f.init is not None for f in self.faces]
-        w = np.ones(len(self.faces)) if face_weights is None else np.asarray(face_weights, float)
+        w = (
+            np.ones(len(self.faces))
+            if face_weights is None
+            else np.asarray(face_weights, float)
+        )
         if w.shape != (len(self.faces),) or np.any(w < 0) or w.sum() <= 0:
             raise ValueError("face_weights: expected one non-negative weight per face")
         self.cum_weights = np.cumsum(w / w.sum())
@@ -195,7 +208,9 @@ class MDMTrainingSet(torch.utils.data.Dataset):
         if u < a["p_init"] + a["p_gt"]:
             c = gt.mean(0)
             ang = rng.normal(0, 3) * math.pi / 180
-            R = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
+            R = np.array(
+                [[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]]
+            )
             s = math.exp(rng.normal(0, a["gt_noise"]))
             start = (gt - c) @ R.T * s + c + rng.normal(0, a["gt_noise"] * side, 2)
             start = start + rng.normal(0, 0.01 * side, start.shape)
@@ -212,10 +227,17 @@ class MDMTrainingSet(torch.utils.data.Dataset):
         face = self.faces[min(k, len(self.faces) - 1)]
         H, W = face.pixels.shape
         # similarity augmentation of the source image: aug = M @ src + t
-        ang = float(np.clip(rng.normal(0, a["rotation_std"]), -a["max_rotation"], a["max_rotation"]))
+        ang = float(
+            np.clip(
+                rng.normal(0, a["rotation_std"]), -a["max_rotation"], a["max_rotation"]
+            )
+        )
         ang = ang * math.pi / 180
         sc = math.exp(rng.uniform(-a["scale_range"], a["scale_range"]))
-        R = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]]) * sc
+        R = (
+            np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
+            * sc
+        )
         centre = np.array([(H - 1) / 2, (W - 1) / 2])
         M, t = R, centre - R @ centre
         gt = face.gt @ M.T + t
@@ -235,8 +257,9 @@ class MDMTrainingSet(torch.utils.data.Dataset):
         gy = src[..., 0] / (H - 1) * 2 - 1
         grid = torch.from_numpy(np.stack([gx, gy], -1)[None].astype(np.float32))
         img = torch.from_numpy(face.pixels)[None, None]
-        crop = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros",
-                             align_corners=True)[0]
+        crop = F.grid_sample(
+            img, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )[0]
         crop = self._photometric(crop, rng)
         to_crop = lambda p: (p - offset) / step  # noqa: E731
         norm = self.markup.normalising_distance(gt) / step
@@ -253,7 +276,11 @@ class MDMTrainingSet(torch.utils.data.Dataset):
         x = crop
         gamma = math.exp(rng.uniform(-0.4, 0.4))
         x = x.clamp(0, 1) ** gamma
-        x = (x - 0.5) * math.exp(rng.uniform(-0.4, 0.3)) + 0.5 + rng.uniform(-0.15, 0.15)
+        x = (
+            (x - 0.5) * math.exp(rng.uniform(-0.4, 0.3))
+            + 0.5
+            + rng.uniform(-0.15, 0.15)
+        )
         if rng.random() < a["p_blur"]:
             k = torch.tensor([1.0, 2.0, 1.0])
             k = (k[:, None] * k[None, :]) / 16
@@ -308,16 +335,28 @@ def evaluate(fitter, images, boxes=None, progress=False):
     return np.array(e0), np.array(e1)
 
 
-def train_mdm(faces, mean_shape, model_config=None, train_config=None, augment=None,
-              val_fn=None, face_weights=None):
+def train_mdm(
+    faces,
+    mean_shape,
+    model_config=None,
+    train_config=None,
+    augment=None,
+    val_fn=None,
+    face_weights=None,
+):
     """Train an :class:`MDMNet` on :class:`SourceFace` s; returns ``(net, history)``."""
     from .training import TrainConfig, train_loop
 
     net = MDMNet(**(model_config or {}))
     cfg = train_config or TrainConfig(steps=100, batch_size=16, progress=False)
     data = MDMTrainingSet(
-        faces, mean_shape, net.config["crop_size"], net.config["margin"], augment,
-        length=max(1000, cfg.steps * cfg.batch_size), seed=cfg.seed,
+        faces,
+        mean_shape,
+        net.config["crop_size"],
+        net.config["margin"],
+        augment,
+        length=max(1000, cfg.steps * cfg.batch_size),
+        seed=cfg.seed,
         face_weights=face_weights,
     )
     history = train_loop(net, data, mdm_loss, cfg, val_fn=val_fn)
@@ -333,10 +372,13 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     ``mirror``, ``initialiser`` (a fitter name; its outputs become ``init`` starts),
     ``engine_samples`` (number of data-engine renders to add), ``engine_max_yaw``,
     ``engine_fraction`` (share of training items drawn from the renders)),
+    ``pseudo68`` (folders of other markups whose images get cached 68-point
+    pseudo-labels, :mod:`menpo_densereg.pseudolabels`),
     ``[augment]`` (:data:`AUGMENT_DEFAULTS`), ``[train]`` (:class:`TrainConfig`).
     """
-    from .aam import load_annotated_68
+    from .aam import load_annotated, load_annotated_68
     from .composition import _load_named, mean_face_68
+    from .markups import get_markup
     from .registry import cache_dir
     from .training import TrainConfig
 
@@ -351,8 +393,34 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         Path(f) if Path(f).is_absolute() else (base / f).resolve()
         for f in data.get("train", [])
     ]
-    images = load_annotated_68(folders, data.get("builtin_assets", []),
-                               mirror=bool(data.get("mirror", True)))
+    markup = get_markup(mcfg.get("markup", "ibug68")).name
+    held_out = list(data.get("held_out", []))
+    if markup == "ibug68" and not held_out:
+        images = load_annotated_68(
+            folders,
+            data.get("builtin_assets", []),
+            mirror=bool(data.get("mirror", True)),
+        )
+    else:
+        images = load_annotated(folders, markup, exclude=held_out, on_error="skip")
+        if data.get("mirror", False):
+            # ears (no left/right point permutation): a mirrored ear is an ear
+            images = images + [_mirror_plain(im) for im in images]
+    pseudo = [
+        Path(f) if Path(f).is_absolute() else (base / f).resolve()
+        for f in data.get("pseudo68", [])
+    ]
+    n_pseudo = 0
+    if pseudo:
+        pseudo_images = _pseudo_labelled_68(pseudo)
+        n_pseudo = len(pseudo_images)
+        if data.get("mirror", True):
+            from .aam import mirror_image
+
+            pseudo_images += [mirror_image(im) for im in pseudo_images]
+        images = images + pseudo_images
+    if not images:
+        raise ValueError(f"{fitter_dir}: no {markup} training images")
     initialiser = None
     if data.get("initialiser"):
         initialiser = _load_named(data["initialiser"], fitter_dir)
@@ -360,14 +428,17 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     faces = faces_from_images(images, initialiser=initialiser, progress=True)
     n_real = len(faces)
     n_engine = int(data.get("engine_samples", 0))
-    weights = np.ones(n_real)
+    face_weights = np.ones(n_real)
     if n_engine:
         engine = _engine_faces(images, n_engine, data, seed=int(data.get("seed", 0)))
         # real and synthetic faces drawn with probabilities (1 - f, f) as groups
         f = float(data.get("engine_fraction", 0.5))
         if engine:
-            weights = np.concatenate(
-                [np.full(n_real, (1 - f) / n_real), np.full(len(engine), f / len(engine))]
+            face_weights = np.concatenate(
+                [
+                    np.full(n_real, (1 - f) / n_real),
+                    np.full(len(engine), f / len(engine)),
+                ]
             )
         faces += engine
     train_tbl = dict(recipe.get("train", {}))
@@ -382,15 +453,27 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     augment = dict(recipe.get("augment", {}))
     if initialiser is None:
         augment["p_init"] = 0.0
-    mean = mean_face_68()
-    net, history = train_mdm(faces, mean, mcfg, cfg, augment, face_weights=weights)
+    if markup == "ibug68":
+        mean = mean_face_68()
+    else:
+        from .ears import procrustes_mean
+
+        mean = PointCloud(
+            np.asarray(
+                procrustes_mean([im.landmarks["PTS"].points for im in images]), float
+            )
+        )
+    net, history = train_mdm(faces, mean, mcfg, cfg, augment, face_weights=face_weights)
     last = history["train"][-1] if history["train"] else {}
     extra = {
         "fitter": name,
         "train_folders": [str(f) for f in data.get("train", [])],
         "builtin_assets": list(data.get("builtin_assets", [])),
-        "mirror": bool(data.get("mirror", True)),
+        "mirror": bool(data.get("mirror", markup == "ibug68")),
+        "held_out": held_out,
         "initialiser": data.get("initialiser"),
+        "pseudo68": [str(f) for f in data.get("pseudo68", [])],
+        "n_pseudo68_images": n_pseudo,
         "engine_samples": n_engine,
         "engine_fraction": float(data.get("engine_fraction", 0.5)) if n_engine else 0.0,
         "n_source_faces": len(faces),
@@ -401,9 +484,46 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         "augment": augment,
     }
     save_mdm(net, mean, weights, extra=extra)
-    print(f"saved {weights}: {history['steps']} steps in {extra['seconds']} s, "
-          f"{len(faces)} source faces; last logs {extra['final_train_logs']}")
+    print(
+        f"saved {weights}: {history['steps']} steps in {extra['seconds']} s, "
+        f"{len(faces)} source faces; last logs {extra['final_train_logs']}"
+    )
     return {"weights": str(weights), "history": history}
+
+
+def _pseudo_labelled_68(folders):
+    """Images of other markups with 68-point pseudo-labels (group ``"PTS"``).
+
+    Uses :func:`menpo_densereg.pseudolabels.cached_pseudo_labels` (dlib's ERT filtered
+    by agreement with the manual annotation): distillation from that peer.
+    """
+    from menpo.image import Image
+
+    from .pseudolabels import cached_pseudo_labels
+
+    out = []
+    for folder in folders:
+        for im in cached_pseudo_labels(folder, progress=True):
+            if "ibug68" not in im.landmarks:
+                continue
+            o = Image(im.pixels, copy=False)
+            o.path = getattr(im, "path", None)
+            o.landmarks["PTS"] = PointCloud(
+                np.asarray(im.landmarks["ibug68"].points, float)
+            )
+            out.append(o)
+    return out
+
+
+def _mirror_plain(image):
+    """Left-right mirror with the same point order (markups without a permutation)."""
+    from menpo.image import Image
+
+    pts = np.asarray(image.landmarks["PTS"].points, float).copy()
+    pts[:, 1] = image.shape[1] - 1 - pts[:, 1]
+    out = Image(image.pixels[:, :, ::-1].copy(), copy=False)
+    out.landmarks["PTS"] = PointCloud(pts)
+    return out
 
 
 def _engine_faces(images, n, data, seed=0):

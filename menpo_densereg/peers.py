@@ -108,7 +108,10 @@ class DlibPeer:
         box = self._box(bounding_box)
         # menpofit's DlibWrapper.fit_from_bb stacks a generator with np.vstack, which
         # numpy 2 refuses; its model and conversions are used directly instead.
-        from menpofit.dlib.conversion import image_to_dlib_pixels, pointcloud_to_dlib_rect
+        from menpofit.dlib.conversion import (
+            image_to_dlib_pixels,
+            pointcloud_to_dlib_rect,
+        )
 
         pixels = image_to_dlib_pixels(image)
         pred = self._wrapper.algorithm.dlib_model(pixels, pointcloud_to_dlib_rect(box))

@@ -5,12 +5,13 @@ A DenseReg network predicts, for every pixel of a face crop, the template coordi
 can then be read from the field:
 
 - **landmarks** (:func:`landmarks_from_uv`): for each landmark's template ``(u, v)``,
-  the face pixels whose predicted UV lies within a UV radius are taken, split into
-  8-connected components (a landmark's UV can be matched by distant, wrong pixels),
-  the component with the largest weight (face probability x closeness in UV) is kept,
-  and the landmark is located with sub-pixel accuracy by a weighted local affine fit
-  ``(u, v) -> (y, x)`` over that component (weighted average of its pixels when the
-  fit is ill-conditioned). Each landmark gets a confidence in [0, 1] (from the UV
+  the face pixels whose predicted UV lies within a UV radius (at most the ``max_pixels``
+  nearest, found with a KD-tree over the field's UVs) are taken; when they are spread
+  out they are split into 8-connected components (a landmark's UV can be matched by
+  distant, wrong pixels) and the component with the largest weight (face probability x
+  closeness in UV) is kept; the landmark is located with sub-pixel accuracy by a
+  weighted local affine fit ``(u, v) -> (y, x)`` over those pixels (their weighted
+  average when the fit is ill-conditioned). Each landmark gets a confidence in [0, 1] (from the UV
   distance of its best match and the face probability) and a visibility flag.
 - **PCA clean-up** (:class:`ShapePCA`): a menpo ``PCAModel`` of training shapes;
   the detected landmarks are reconstructed with its first components by weighted least

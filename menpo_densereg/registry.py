@@ -35,11 +35,7 @@ KINDS = {
     "chain": "menpo_densereg.composition",
     "aam": "menpo_densereg.aam",
     "dlib": "menpo_densereg.peers",
-    # ears (55 points): DenseReg-ear, box / patch-AAM / MDM refiners for ears
     "densereg_ear": "menpo_densereg.ear_densereg",
-    "box_ear": "menpo_densereg.ear_densereg",
-    "aam_ear": "menpo_densereg.ear_densereg",
-    "mdm_ear": "menpo_densereg.mdm",
 }
 
 TRAINERS = {
@@ -48,9 +44,6 @@ TRAINERS = {
     "mdm": "menpo_densereg.mdm_train",
     "aam": "menpo_densereg.aam",
     "densereg_ear": "menpo_densereg.ear_densereg",
-    "box_ear": "menpo_densereg.ear_densereg",
-    "aam_ear": "menpo_densereg.ear_densereg",
-    "mdm_ear": "menpo_densereg.ear_densereg",
 }
 
 

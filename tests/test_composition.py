@@ -49,9 +49,14 @@ class _PixelRefiner:
             yy, xx = np.mgrid[: win.shape[0], : win.shape[1]]
             w = win + 1e-6
             out.append(
-                [max(y0, 0) + (yy * w).sum() / w.sum(), max(x0, 0) + (xx * w).sum() / w.sum()]
+                [
+                    max(y0, 0) + (yy * w).sum() / w.sum(),
+                    max(x0, 0) + (xx * w).sum() / w.sum(),
+                ]
             )
-        return Result(PointCloud(np.array(out)), image=image, initial_shape=initial_shape)
+        return Result(
+            PointCloud(np.array(out)), image=image, initial_shape=initial_shape
+        )
 
 
 def test_box_initialiser_is_menpofit_alignment():
@@ -94,7 +99,9 @@ def test_chain_initial_shape_is_initialisers_and_stage_errors():
 def test_chain_keeps_original_image_frame_under_padding():
     image, gt = _face()
     dy, dx = 17, 31
-    padded = Image(np.zeros((image.n_channels, image.shape[0] + 40, image.shape[1] + 50)))
+    padded = Image(
+        np.zeros((image.n_channels, image.shape[0] + 40, image.shape[1] + 50))
+    )
     padded.pixels[:, dy : dy + image.shape[0], dx : dx + image.shape[1]] = image.pixels
     shift = np.array([dy, dx], dtype=float)
     chain = InitialisedFitter(BoxInitialiser(), _PixelRefiner())
@@ -117,12 +124,18 @@ def test_chain_with_aam_refiner_in_image_frame():
         im = im.crop_to_landmarks_proportion(0.4).rescale(0.3)
         train += [im, mirror_image(im)]
     aam = build_patch_aam(
-        train, diagonal=60, scales=[1.0], patch_shape=[9, 9], max_appearance_components=10
+        train,
+        diagonal=60,
+        scales=[1.0],
+        patch_shape=[9, 9],
+        max_appearance_components=10,
     )
     refiner = AAMFitter(aam, n_shape=[6], n_appearance=[10], max_iters=[10], name="aam")
     image, gt = _face()
     chain = InitialisedFitter(BoxInitialiser(), refiner)
-    padded = Image(np.zeros((image.n_channels, image.shape[0] + 60, image.shape[1] + 60)))
+    padded = Image(
+        np.zeros((image.n_channels, image.shape[0] + 60, image.shape[1] + 60))
+    )
     padded.pixels[:, 30:-30, 30:-30] = image.pixels
     r1 = chain.fit_from_bb(image, box_from_shape(gt), gt_shape=gt)
     r2 = chain.fit_from_bb(padded, box_from_shape(PointCloud(gt.points + 30)))
@@ -163,7 +176,9 @@ def test_markup_conversion_between_stages():
     res = InitialisedFitter(Init98(), Identity()).fit_from_bb(image, box_from_shape(gt))
     assert res.initial_shape.n_points == 68 and res.final_shape.n_points == 68
     with pytest.raises(ValueError, match="correspondence"):
-        InitialisedFitter(Identity(), type("R", (Identity,), {"markup": get_markup("55")})())
+        InitialisedFitter(
+            Identity(), type("R", (Identity,), {"markup": get_markup("55")})()
+        )
 
 
 def test_from_fitter_dir_box_chain(tmp_path):
@@ -198,3 +213,38 @@ def test_from_fitter_dir_box_chain(tmp_path):
     (tmp_path / "bad" / "recipe.toml").write_text('[fitter]\nkind = "chain"\n')
     with pytest.raises(ValueError, match="lacks"):
         from_fitter_dir(tmp_path / "bad")
+
+
+def test_ear_chain_on_shared_samples(shared_data):
+    """55-point ears: box start (the AAM's mean ear) + patch AAM, box-normalised NME."""
+    from menpo_densereg.aam import AAMFitter, build_patch_aam, load_annotated
+
+    ears = load_annotated([shared_data / "ears55"], "ear55", on_error="skip")
+    assert len(ears) >= 8 and ears[0].landmarks["PTS"].n_points == 55
+    small = []
+    for im in ears:
+        im = im.crop_to_landmarks_proportion(0.3)
+        small.append(im.rescale(110 / max(im.shape)))
+    train, test = small[:-3], small[-3:]
+    aam = build_patch_aam(
+        train,
+        markup="ear55",
+        diagonal=60,
+        scales=[1.0],
+        patch_shape=[9, 9],
+        max_shape_components=6,
+        max_appearance_components=10,
+    )
+    refiner = AAMFitter(aam, n_shape=[5], n_appearance=[8], max_iters=[15], name="aam")
+    assert refiner.markup.name == "ear55"
+    chain = InitialisedFitter(BoxInitialiser.for_refiner(refiner), refiner)
+    assert chain.markup.name == "ear55"
+    e0, e1 = [], []
+    for im in test:
+        gt = PointCloud(np.asarray(im.landmarks["PTS"].points, float))
+        res = chain.fit_from_bb(im, box_from_shape(gt), gt_shape=gt)
+        errs = res.stage_errors()  # ear markup: normalised by the GT box's average edge
+        assert np.isclose(errs["refiner"], nme(res.final_shape, gt, kind="box"))
+        e0.append(errs["initialiser"])
+        e1.append(errs["refiner"])
+    assert np.all(np.isfinite(e1)) and np.mean(e1) < 0.9 * np.mean(e0), (e0, e1)

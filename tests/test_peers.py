@@ -40,7 +40,9 @@ def test_dlib_peer_accurate_from_landmark_box(peer, name):
 def test_dlib_peer_image_frame_and_grey(peer):
     image, gt = _asset("takeo.ppm")
     r1 = peer.fit_from_bb(image, box_from_shape(gt))
-    padded = Image(np.zeros((image.n_channels, image.shape[0] + 40, image.shape[1] + 60)))
+    padded = Image(
+        np.zeros((image.n_channels, image.shape[0] + 40, image.shape[1] + 60))
+    )
     padded.pixels[:, 40:, 60:] = image.pixels
     r2 = peer.fit_from_bb(padded, box_from_shape(PointCloud(gt.points + [40, 60])))
     assert np.abs(r2.final_shape.points - r1.final_shape.points - [40, 60]).max() < 2
