@@ -190,3 +190,27 @@ def test_mirror_and_orient_hist():
     f = orient_hist(im)
     assert f.n_channels == 8 and f.shape == im.shape
     assert np.all(np.isfinite(f.pixels))
+
+
+def test_train_from_recipe_and_load(tmp_path):
+    from menpo_densereg.aam import train_from_recipe
+    from menpo_densereg.training import load_recipe
+
+    (tmp_path / "recipe.toml").write_text(
+        '[fitter]\nkind = "aam"\nname = "r-aam"\n[aam]\n'
+        'builtin_assets = ["einstein.jpg", "lenna.png"]\nmirror = true\n'
+        "diagonal = 50\nscales = [1.0]\npatch_shape = [7, 7]\n"
+        "max_appearance_components = 5\n"
+    )
+    out = train_from_recipe(load_recipe(tmp_path), tmp_path)
+    assert out["n_images"] == 4
+    fitter = from_fitter_dir(tmp_path)
+    assert fitter.aam.aam_config["patch_shape"] == [[7, 7]]
+    image = _asset("takeo.ppm")
+    assert (
+        fitter.fit_from_bb(image, box_from_shape(_gt(image))).final_shape.n_points == 68
+    )
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "recipe.toml").write_text('[fitter]\nkind = "aam"\n')
+    with pytest.raises(WeightsError, match="menpo-densereg train"):
+        from_fitter_dir(tmp_path / "bad")
