@@ -106,12 +106,13 @@ class DecafaConfig:
     fusion_markup : `str` or `None`
         Markup whose attention maps form ``M``; `None` = the finest markup.
     transfer_init : `str`
-        ``"correspondence"`` (default; our addition): a chained transfer layer whose
+        ``"random"`` (default): torch's default initialisation (the paper).
+        ``"correspondence"`` (our addition): a chained transfer layer whose
         markup pair has a known correspondence (:func:`markups.conversion_matrix`) starts
         with weight ``TRANSFER_GAIN`` from each corresponding finer landmark, so that a
         coarse landmark's attention peaks where its finer counterparts peak and coarse
-        annotations supervise the finer maps from the first step; ``"random"``: torch's
-        default initialisation (the paper).
+        annotations supervise the finer maps from the first step (in short ablations it
+        learned slower than ``"random"``; see fitters/decafa-face/CARD.md).
     logit_gain : `float`
         Fixed factor on the logits of the transfer layers that read the stage features
         (sharper initial attention maps, so soft-argmax coordinates leave the crop centre
@@ -130,7 +131,7 @@ class DecafaConfig:
     chained: bool = True
     fusion: str = "F5"
     fusion_markup: str = None
-    transfer_init: str = "correspondence"
+    transfer_init: str = "random"
     logit_gain: float = 1.0
     margin: float = 0.25
 
@@ -306,7 +307,7 @@ class TransferLayers(nn.Module):
     """
 
     def __init__(
-        self, feature_channels, markups, chained=True, init="correspondence", gain=1.0
+        self, feature_channels, markups, chained=True, init="random", gain=1.0
     ):
         super().__init__()
         self.markups = list(markups)

@@ -208,6 +208,14 @@ def test_fitter_image_frame_and_initialiser():
     assert np.allclose(
         r2.final_shape.points, r1.final_shape.points + [30, 20], atol=1e-3
     )
+    # fits use one torch thread and restore the global setting
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fitter.fit_from_bb(im, box_from_shape(gt))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     # with an initialiser: the start is its output
     init = BoxInitialiser()
     f2 = MDMFitter(net.eval(), mean_face_68(), initialiser=init)
