@@ -102,7 +102,7 @@ def main(argv=None):
     variants = [("plain regression", dict(head="plain", n_bins=1))]
     variants.append(("quantised only", dict(head="quantised_only", n_bins=10)))
     for k in [int(k) for k in args.ks.split(",") if k]:
-        variants.append((f"quantised regression", dict(head="quantised", n_bins=k)))
+        variants.append(("quantised regression", dict(head="quantised", n_bins=k)))
     rows = []
     for name, kw in variants:
         torch.manual_seed(0)

@@ -51,16 +51,27 @@ def main(argv=None):
         except Exception as e:  # missing extra or model: say so, go on
             rows.append((spec, "-", "-", f"unavailable: {e}"))
             continue
-        med, mean = _time(lambda im, b: f.fit_from_bb(im, b), images, boxes, args.repeats)
+        med, mean = _time(
+            lambda im, b: f.fit_from_bb(im, b), images, boxes, args.repeats
+        )
         rows.append((spec, f"{med:.1f}", f"{1000 / mean:.1f}", "whole fit"))
         for stage in ("initialiser", "refiner"):
             sub = getattr(f, stage, None)
             if sub is not None and hasattr(sub, "fit_from_bb"):
-                med, mean = _time(lambda im, b: sub.fit_from_bb(im, b), images, boxes,
-                                  args.repeats)
-                rows.append((f"  {stage}: {getattr(sub, 'name', stage)}", f"{med:.1f}",
-                             f"{1000 / mean:.1f}", "from the same box"))
-    print(f"CPU, torch threads = {args.threads}, {len(images)} faces x {args.repeats} repeats")
+                med, mean = _time(
+                    lambda im, b: sub.fit_from_bb(im, b), images, boxes, args.repeats
+                )
+                rows.append(
+                    (
+                        f"  {stage}: {getattr(sub, 'name', stage)}",
+                        f"{med:.1f}",
+                        f"{1000 / mean:.1f}",
+                        "from the same box",
+                    )
+                )
+    print(
+        f"CPU, torch threads = {args.threads}, {len(images)} faces x {args.repeats} repeats"
+    )
     w = max(len(r[0]) for r in rows)
     print(f"{'fitter'.ljust(w)}  {'ms/face(median)':>15}  {'faces/s':>8}  note")
     for r in rows:

@@ -13,7 +13,6 @@ the refined shape, AUC@0.08/0.10 and FR@0.10 of both, and the median time of eac
 """
 
 import argparse
-import time
 
 import numpy as np
 

@@ -25,7 +25,7 @@ from menpo.image import Image
 from menpo.shape import PointCloud
 from menpo.transform import Translation
 
-from .fitting import box_from_shape, check_image
+from .fitting import check_image
 from .markups import check_shape, get_markup
 from .weights import WeightsError, load_weights, save_weights
 

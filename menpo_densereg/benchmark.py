@@ -80,7 +80,9 @@ class BenchmarkResult:
                     ]
                     if not recs:
                         continue
-                    stats.append(error_stats(m, self.errors(m, boxes, mk), self.thresholds))
+                    stats.append(
+                        error_stats(m, self.errors(m, boxes, mk), self.thresholds)
+                    )
                     secs = [r.seconds for r in recs if not r.error]
                     speed.append(f"{1.0 / np.mean(secs):.1f}" if secs else "-")
                     fails.append(str(sum(1 for r in recs if r.error)))
@@ -88,7 +90,9 @@ class BenchmarkResult:
                 n_fallback = sum(
                     1
                     for r in self.records
-                    if r.boxes == boxes and r.markup == mk and r.box_source == "gt"
+                    if r.boxes == boxes
+                    and r.markup == mk
+                    and r.box_source == "gt"
                     and boxes == "detector"
                 )
                 title = f"[{boxes} boxes] {markup.name}"
@@ -149,7 +153,8 @@ class BenchmarkResult:
                 )
                 paths[f"ced_{boxes}_{mk}"] = png
                 summary[f"{boxes}/{mk}"] = {
-                    m: asdict(error_stats(m, e, self.thresholds)) for m, e in curves.items()
+                    m: asdict(error_stats(m, e, self.thresholds))
+                    for m, e in curves.items()
                 }
         paths["summary"] = out_dir / "summary.json"
         summary["bad_items"] = self.bad_items
@@ -180,12 +185,17 @@ def _evaluate(pred, gt, data_markup, fitter_markup):
         return nme(pred, convert(gt, data_markup, fitter_markup), fitter_markup), (
             fitter_markup.name
         )
-    raise ValueError(f"no correspondence between {fitter_markup.name} and {data_markup.name}")
+    raise ValueError(
+        f"no correspondence between {fitter_markup.name} and {data_markup.name}"
+    )
 
 
 def _fitter_for(fitter, markup):
     """A fitter that outputs ``markup`` if it can (multi-markup initialisers)."""
-    if getattr(fitter, "markup", None) is not None and get_markup(fitter.markup) == markup:
+    if (
+        getattr(fitter, "markup", None) is not None
+        and get_markup(fitter.markup) == markup
+    ):
         return fitter
     markups = getattr(fitter, "markups", None) or ()
     names = {get_markup(m).name for m in markups}
@@ -248,7 +258,9 @@ def run_benchmark(fitters, images, boxes=("gt",), progress=True, bad_items=()):
                     t0 = time.perf_counter()
                     res = f.fit_from_bb(image, box, gt_shape=gt_for_fitter)
                     rec.seconds = time.perf_counter() - t0
-                    rec.nme, rec.markup = _evaluate(res.final_shape, gt, data_markup, fm)
+                    rec.nme, rec.markup = _evaluate(
+                        res.final_shape, gt, data_markup, fm
+                    )
                     init = getattr(res, "initial_shape", None)
                     if init is not None and init.n_points == res.final_shape.n_points:
                         rec.initial_nme = _evaluate(init, gt, data_markup, fm)[0]

@@ -16,7 +16,6 @@ A fitter folder holds ``recipe.toml`` (``[fitter] kind = "decafa"``, optional
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from menpo.shape import PointCloud
 
@@ -24,7 +23,8 @@ from .crop import crop_face, image_to_array
 from .decafa_net import DecafaConfig, DecafaNet
 from .fitting import Initialiser, check_image
 from .markups import get_markup
-from .weights import WeightsError, load_weights, save_weights
+from .inference import network_from_weights, torch_threads
+from .weights import load_weights, save_weights
 
 __all__ = [
     "DecafaInitialiser",
@@ -59,22 +59,14 @@ def load_decafa(path):
     """
     path = Path(path)
     tensors, header = load_weights(path, kind=KIND)
-    try:
-        config = DecafaConfig.from_dict(header.get("config", {})["net"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise WeightsError(
-            f"{path}: bad DeCaFA configuration in header ({e})"
-        ) from None
-    net = DecafaNet(config)
-    state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise WeightsError(
-            f"{path}: tensors do not match the DeCaFA network ({first})"
-        ) from None
-    return net.eval(), header
+    net = network_from_weights(
+        path,
+        tensors,
+        header,
+        lambda d: DecafaNet(DecafaConfig.from_dict(d)),
+        "DeCaFA",
+    )
+    return net, header
 
 
 def _confidence(maps):
@@ -171,9 +163,7 @@ class DecafaInitialiser(Initialiser):
         return x, crop, crop_to_image
 
     def _run(self, x, markups, all_stages):
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             return self.net(x, markups=markups, all_stages=all_stages)
 
     def initialise(self, image, bounding_box):

@@ -37,7 +37,6 @@ from .decafa_initialiser import save_decafa
 from .decafa_losses import decafa_loss
 from .decafa_net import DecafaConfig, build_decafa
 from .landmark_dataset import (
-    TRAIN_MARKUPS,
     AlternatingSourceSampler,
     AugmentConfig,
     LandmarkDataset,

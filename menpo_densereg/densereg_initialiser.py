@@ -27,6 +27,7 @@ from .densereg_net import DenseRegConfig, DenseRegNet, decode_uv
 from .fitting import Initialiser, check_image
 from .markups import get_markup
 from .readout import ShapePCA, landmarks_from_uv
+from .inference import network_from_weights, torch_threads
 from .weights import WeightsError, load_weights, save_weights
 
 __all__ = [
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 KIND = "densereg"
+
+
+def decode_crop(net, crop, residual=True, threads=1):
+    """Run a DenseReg network on one menpo crop; decoded outputs as numpy (S, S)."""
+    x = torch.from_numpy(image_to_array(crop))[None]
+    with torch_threads(threads), torch.inference_mode():
+        dec = decode_uv(net(x), residual=residual)
+    return {k: v[0].numpy() for k, v in dec.items()}
 
 
 def save_densereg(path, net, pca_models=None, extra=None):
@@ -78,22 +87,13 @@ def load_densereg(path):
     path = Path(path)
     tensors, header = load_weights(path, kind=KIND)
     cfg = header.get("config", {})
-    try:
-        config = DenseRegConfig.from_dict(cfg["net"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise WeightsError(
-            f"{path}: bad DenseReg configuration in header ({e})"
-        ) from None
-    net = DenseRegNet(config)
-    state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise WeightsError(
-            f"{path}: tensors do not match the DenseReg network ({first})"
-        ) from None
-    net.eval()
+    net = network_from_weights(
+        path,
+        tensors,
+        header,
+        lambda d: DenseRegNet(DenseRegConfig.from_dict(d)),
+        "DenseReg",
+    )
     pca_models = {}
     for m in cfg.get("pca_markups", []):
         try:
@@ -219,17 +219,7 @@ class DenseRegInitialiser(Initialiser):
 
     def predict_crop(self, crop):
         """Decoded network outputs for one crop, as numpy ``(S, S)`` arrays."""
-        x = torch.from_numpy(image_to_array(crop))[None]
-        before = torch.get_num_threads()
-        if self.threads and self.threads != before:
-            torch.set_num_threads(int(self.threads))
-        try:
-            with torch.inference_mode():
-                dec = decode_uv(self.net(x), residual=self.config.has_residual)
-        finally:
-            if self.threads and self.threads != before:
-                torch.set_num_threads(before)
-        return {k: v[0].numpy() for k, v in dec.items()}
+        return decode_crop(self.net, crop, self.config.has_residual, self.threads)
 
     def read_landmarks(self, dense):
         """Landmarks (crop frame), confidence, visibility from decoded outputs."""

@@ -84,7 +84,7 @@ def load_image_folders(root, folders):
             images.extend(builtin_faces())
             continue
         pseudo = f.startswith("pseudo68:")
-        folder = _resolve(f[len("pseudo68:"):] if pseudo else f, Path(root))
+        folder = _resolve(f[len("pseudo68:") :] if pseudo else f, Path(root))
         if not folder.is_dir():
             raise ValueError(f"[data]: image folder {folder} not found")
         if pseudo:

@@ -33,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from menpo.shape import PointCloud
 
-from .crop import crop_face, image_to_array
-from .densereg_net import DenseRegConfig, DenseRegNet, decode_uv
+from .crop import crop_face
+from .densereg_initialiser import decode_crop
+from .densereg_net import DenseRegConfig, DenseRegNet
 from .ears import EarSpace, ear_dense_ground_truth
 from .fitting import Initialiser, box_from_shape, check_image
-from .markups import check_shape, get_markup
+from .markups import check_shape
 from .readout import ShapePCA, landmarks_from_uv
 from .weights import WeightsError, load_weights, save_weights
 
@@ -447,17 +448,7 @@ class EarDenseRegInitialiser(Initialiser):
 
     def predict_crop(self, crop):
         """Decoded outputs (``u``, ``v``, ``face_prob``...) of one crop, numpy (S, S)."""
-        x = torch.from_numpy(image_to_array(crop))[None]
-        before = torch.get_num_threads()
-        if self.threads and self.threads != before:
-            torch.set_num_threads(int(self.threads))
-        try:
-            with torch.inference_mode():
-                dec = decode_uv(self.net(x), residual=self.config.has_residual)
-        finally:
-            if self.threads and self.threads != before:
-                torch.set_num_threads(before)
-        return {k: v[0].numpy() for k, v in dec.items()}
+        return decode_crop(self.net, crop, self.config.has_residual, self.threads)
 
     def read_landmarks(self, dense):
         pts, conf, vis = landmarks_from_uv(

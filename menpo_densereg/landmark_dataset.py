@@ -190,8 +190,6 @@ def _record_from_image(image, shape, markup, size, context=1.6, derive=True, sou
 
     pts = np.asarray(shape.points if hasattr(shape, "points") else shape, float)
     box = box_from_shape(pts)
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    side = float((hi - lo).max())
     # a region `context` times the training crop (margin 0.25) at ~1.25x the output
     # resolution keeps rotations/scales/jitter inside it
     region = int(round(size * 1.25 * context))

@@ -309,7 +309,7 @@ def can_convert(source, target):
 
 
 def _via(s, t):
-    for (a, b) in _CONVERSIONS:
+    for a, b in _CONVERSIONS:
         if a == s and (b, t) in _CONVERSIONS:
             return b
     return None

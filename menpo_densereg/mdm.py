@@ -29,6 +29,7 @@ from menpo.shape import PointCloud
 from .crop import crop_face
 from .fitting import box_from_shape, check_image
 from .markups import check_shape, get_markup
+from .inference import torch_threads
 from .weights import WeightsError, load_weights, save_weights
 
 __all__ = [
@@ -297,17 +298,12 @@ class MDMFitter:
         crop, pts, crop_to_image = prepare_crop(
             image, initial, cfg["crop_size"], cfg["margin"]
         )
-        previous = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(int(self.threads))
-        try:
+        with torch_threads(self.threads):
             shapes = self.net(
                 torch.from_numpy(crop)[None],
                 torch.from_numpy(pts)[None],
                 steps=self.steps,
             )
-        finally:
-            torch.set_num_threads(previous)
         # menpofit's iterative result prepends initial_shape to the step shapes
         out = [PointCloud(crop_to_image.apply(s[0].double().numpy())) for s in shapes]
         return NonParametricIterativeResult(

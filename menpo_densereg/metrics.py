@@ -41,7 +41,9 @@ def point_errors(pred, gt):
     """Per-point Euclidean errors (pixels) between two shapes of equal size."""
     p, g = _pts(pred), _pts(gt)
     if p.shape != g.shape:
-        raise ValueError(f"shapes differ: prediction {p.shape} vs ground truth {g.shape}")
+        raise ValueError(
+            f"shapes differ: prediction {p.shape} vs ground truth {g.shape}"
+        )
     return np.linalg.norm(p - g, axis=1)
 
 
@@ -132,8 +134,15 @@ def error_stats(name, errors, thresholds=THRESHOLDS):
     e = np.asarray(errors, dtype=float)
     if e.size == 0:
         nan = float("nan")
-        return ErrorStats(name, 0, nan, nan, nan, {t: nan for t in thresholds},
-                          {t: nan for t in thresholds})
+        return ErrorStats(
+            name,
+            0,
+            nan,
+            nan,
+            nan,
+            {t: nan for t in thresholds},
+            {t: nan for t in thresholds},
+        )
     return ErrorStats(
         name=name,
         n=int(e.size),

@@ -27,8 +27,11 @@ __all__ = ["pseudo_label_68", "cached_pseudo_labels"]
 def _exact_rows(source_markup):
     """``{68-index: source-index}`` for 68-point landmarks the source has exactly."""
     M = conversion_matrix("68", source_markup)  # (n_source, 68) averages
-    single = [(int(np.flatnonzero(r)[0]), j) for j, r in enumerate(M)
-              if np.count_nonzero(r) == 1]
+    single = [
+        (int(np.flatnonzero(r)[0]), j)
+        for j, r in enumerate(M)
+        if np.count_nonzero(r) == 1
+    ]
     counts = np.bincount([i for i, _ in single], minlength=68)
     # a 68 point used for two source points (LFPW brow top and bottom both from 68's
     # brow point) is an approximation, not a correspondence: skip it
@@ -63,7 +66,8 @@ def pseudo_label_68(images, peer=None, max_nme=0.06, progress=True, group=None):
     accepted, rejected = [], []
     for image in tqdm(images, desc="pseudo-labels", disable=not progress, leave=False):
         g = group or next(
-            k for k in image.landmarks.group_labels
+            k
+            for k in image.landmarks.group_labels
             if markup_for_n_points(image.landmarks[k].n_points) is not None
         )
         manual = image.landmarks[g]
@@ -102,7 +106,9 @@ def cached_pseudo_labels(folder, cache_dir=None, max_nme=0.06, progress=True):
     from .registry import cache_dir as default_cache
 
     folder = Path(folder)
-    cache = Path(cache_dir) if cache_dir else default_cache() / f"pseudo68_{folder.name}"
+    cache = (
+        Path(cache_dir) if cache_dir else default_cache() / f"pseudo68_{folder.name}"
+    )
     images = read_pts_folder(folder, on_error="skip", progress=progress)
     todo, out = [], []
     for im in images:

@@ -103,7 +103,9 @@ def read_image(path):
         raise DatasetError(f"{path}: unreadable image ({e})") from None
     if pixels.shape[1] < 2 or pixels.shape[2] < 2:
         raise DatasetError(f"{path}: image is empty ({pixels.shape[1:]})")
-    image = Image(np.ascontiguousarray(np.clip(pixels, 0, 1), dtype=np.float32), copy=False)
+    image = Image(
+        np.ascontiguousarray(np.clip(pixels, 0, 1), dtype=np.float32), copy=False
+    )
     image.path = path
     return image
 
@@ -136,7 +138,9 @@ def read_pts(path, n_points=None, allow_outside=True):
             try:
                 header_n = int(line.split(":")[1])
             except (IndexError, ValueError):
-                raise DatasetError(f"{path}: malformed n_points line {line!r}") from None
+                raise DatasetError(
+                    f"{path}: malformed n_points line {line!r}"
+                ) from None
     if "{" not in text or "}" not in text:
         raise DatasetError(f"{path}: not a .pts file (no '{{ ... }}' block)")
     body = text[text.index("{") + 1 : text.rindex("}")]
@@ -171,9 +175,7 @@ def write_pts(path, shape):
 
     pts = shape.points if isinstance(shape, PointCloud) else np.asarray(shape)
     lines = [f"{x + 1:.3f} {y + 1:.3f}" for y, x in pts]
-    text = (
-        f"version: 1\nn_points: {len(pts)}\n{{\n" + "\n".join(lines) + "\n}\n"
-    )
+    text = f"version: 1\nn_points: {len(pts)}\n{{\n" + "\n".join(lines) + "\n}\n"
     atomic_write_text(path, text)
 
 
@@ -380,7 +382,9 @@ def read_wflw(annotation_file, image_root, on_error="raise", progress=False, cro
 CELEBA_POINTS = ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
 
 
-def read_celeba(landmark_file, image_root, limit=None, on_error="raise", progress=False):
+def read_celeba(
+    landmark_file, image_root, limit=None, on_error="raise", progress=False
+):
     """Read a CelebA landmark list (``list_landmarks_celeba.txt`` or the aligned one).
 
     Format: a count line, a header line naming ``lefteye_x lefteye_y ...``, then

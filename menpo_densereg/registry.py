@@ -115,7 +115,9 @@ def load_fitter(spec, cache=True):
         recipe = load_recipe(d)
         kind = recipe["fitter"]["kind"]
         if kind not in KINDS:
-            raise ValueError(f"{d}/recipe.toml: unknown fitter kind {kind!r}; known: {sorted(KINDS)}")
+            raise ValueError(
+                f"{d}/recipe.toml: unknown fitter kind {kind!r}; known: {sorted(KINDS)}"
+            )
         module = importlib.import_module(KINDS[kind])
         fitter = module.from_fitter_dir(d)
     if cache:

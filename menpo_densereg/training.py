@@ -252,7 +252,13 @@ def train_loop(
     """
     device = select_device(config.device)
     seed_everything(config.seed)
-    history = {"train": [], "val": [], "seconds": 0.0, "steps": 0, "device": str(device)}
+    history = {
+        "train": [],
+        "val": [],
+        "seconds": 0.0,
+        "steps": 0,
+        "device": str(device),
+    }
     with distributed_context(device) as dist_ctx:
         rank0 = dist_ctx.rank == 0
         model.to(device)

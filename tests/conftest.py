@@ -11,7 +11,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 _DATA = Path(
     os.environ.get(
-        "MENPO_DENSEREG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+        "MENPO_DENSEREG_DATA",
+        Path(__file__).resolve().parents[1] / ".." / "shared" / "data",
     )
 ).resolve()
 

@@ -65,6 +65,7 @@ def test_benchmark_converts_between_markups():
     res = run_benchmark({"f68": _Offset([0, 0], markup="98")}, [im], progress=False)
     assert res.records[0].nme == pytest.approx(0.0)
     assert res.records[0].markup == "wflw98"
+
     # a 68-point fitter on 98-point data is evaluated on the 68 correspondences
     class _F68(_Offset):
         def fit_from_bb(self, image, bounding_box, gt_shape=None):
@@ -93,33 +94,63 @@ def test_dlib_benchmark_matches_independent_nme(shared_data, tmp_path):
     from PIL import Image as PILImage
 
     from menpo_densereg.peers import dlib_model_path
-    from menpo_densereg.readers import read_pts
 
     out = tmp_path / "bench"
-    assert main(["benchmark", str(shared_data / "faces68"), "-f", "dlib",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                str(shared_data / "faces68"),
+                "-f",
+                "dlib",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) >= 10
     predictor = dlib.shape_predictor(str(dlib_model_path()))
     for row in rows[:5]:
         img_path = row["image"]
         pixels = np.asarray(PILImage.open(img_path).convert("RGB"))
-        gt_xy = np.loadtxt(
-            [ln for ln in open(img_path.rsplit(".", 1)[0] + ".pts") if ln[0].isdigit()]
-        ) - 1.0  # .pts is 1-based x y
+        gt_xy = (
+            np.loadtxt(
+                [
+                    ln
+                    for ln in open(img_path.rsplit(".", 1)[0] + ".pts")
+                    if ln[0].isdigit()
+                ]
+            )
+            - 1.0
+        )  # .pts is 1-based x y
         lo, hi = gt_xy.min(0), gt_xy.max(0)
         rect = dlib.rectangle(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
         pred = np.array([(p.x, p.y) for p in predictor(pixels, rect).parts()], float)
         expected = np.linalg.norm(pred - gt_xy, axis=1).mean() / np.linalg.norm(
-            gt_xy[36] - gt_xy[45])
+            gt_xy[36] - gt_xy[45]
+        )
         assert float(row["nme"]) == pytest.approx(expected, rel=1e-6)
     assert "dlib-ert" in (out / "table.txt").read_text()
 
 
 def test_cli_reports_bad_input(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["benchmark", str(tmp_path / "empty"), "-f", "dlib", "--out",
-                 str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "benchmark",
+                str(tmp_path / "empty"),
+                "-f",
+                "dlib",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "empty" in err and "error" in err
     assert main(["benchmark", str(tmp_path), "-f", "no-such-fitter"]) == 2

@@ -15,7 +15,12 @@ def test_import_menpofit_and_removed_numpy_names():
     assert np.Inf == np.inf and np.isnan(np.NaN)
     assert np.alltrue([True, True]) and np.sometrue([False, True])
     assert np.product([2, 3]) == 6 and np.issubclass_(np.float32, np.floating)
-    assert np.in1d(np.array([[1, 5], [2, 3]]), [2, 5]).tolist() == [False, True, True, False]
+    assert np.in1d(np.array([[1, 5], [2, 3]]), [2, 5]).tolist() == [
+        False,
+        True,
+        True,
+        False,
+    ]
     assert np.lib.pad(np.ones(2), 1).tolist() == [0, 1, 1, 0]
     x = np.linspace(0, 1, 11)
     assert scipy.integrate.simps(x**2, x=x) == pytest.approx(1 / 3, abs=1e-6)
@@ -71,7 +76,6 @@ def test_menpo3d_cpu_rasteriser_zbuffer():
 
 
 def test_menpofit_lk_aam_fits_through_compat():
-    import menpo.io as mio
     from menpofit.aam import LucasKanadeAAMFitter, PatchAAM
     from menpofit.fitter import noisy_shape_from_bounding_box
 
@@ -83,8 +87,14 @@ def test_menpofit_lk_aam_fits_through_compat():
         im = im.crop_to_landmarks_proportion(0.3, group="PTS")
         im = im.as_greyscale() if im.n_channels == 3 else im
         images.append(im.rescale_landmarks_to_diagonal_range(80, group="PTS"))
-    aam = PatchAAM(images, group="PTS", diagonal=80, scales=(1.0,), patch_shape=(9, 9),
-                   verbose=False)
+    aam = PatchAAM(
+        images,
+        group="PTS",
+        diagonal=80,
+        scales=(1.0,),
+        patch_shape=(9, 9),
+        verbose=False,
+    )
     fitter = LucasKanadeAAMFitter(aam, n_shape=0.95, n_appearance=0.95)
     gt = images[0].landmarks["PTS"]
     np.random.seed(0)

@@ -7,7 +7,6 @@ import pytest
 from menpo_densereg.decafa_initialiser import load_decafa
 from menpo_densereg.decafa_train import (
     build_sources,
-    evaluate_nme,
     model_config_from_recipe,
     resolve_data_root,
     train_from_recipe,

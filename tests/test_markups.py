@@ -13,7 +13,9 @@ from menpo_densereg.markups import (
 )
 
 
-@pytest.mark.parametrize("name,n", [("68", 68), ("wflw", 98), ("29", 29), ("5", 5), ("ear", 55)])
+@pytest.mark.parametrize(
+    "name,n", [("68", 68), ("wflw", 98), ("29", 29), ("5", 5), ("ear", 55)]
+)
 def test_lookup_and_groups_cover_points(name, n):
     m = get_markup(name)
     assert m.n_points == n and markup_for_n_points(n) is m
@@ -34,7 +36,7 @@ def test_unknown_markup():
 
 
 def test_conversion_rows_are_averages():
-    for (s, t) in [("98", "68"), ("68", "5"), ("98", "5"), ("68", "29"), ("98", "29")]:
+    for s, t in [("98", "68"), ("68", "5"), ("98", "5"), ("68", "29"), ("98", "29")]:
         M = conversion_matrix(s, t)
         assert M.shape == (get_markup(t).n_points, get_markup(s).n_points)
         np.testing.assert_allclose(M.sum(axis=1), 1.0)
@@ -83,7 +85,12 @@ def test_lfpw29_on_real_helen_sample(shared_data):
     f = sorted((shared_data / "helen29").glob("*.pts"))[0]
     pts = read_pts(f, n_points=29).points
     # brows are above the eyes, eyes above the nose tip, nose above mouth, chin lowest
-    assert pts[[4, 6], 0].mean() < pts[[8, 9], 0].mean() < pts[20, 0] < pts[[22, 23], 0].mean()
+    assert (
+        pts[[4, 6], 0].mean()
+        < pts[[8, 9], 0].mean()
+        < pts[20, 0]
+        < pts[[22, 23], 0].mean()
+    )
     assert pts[28, 0] == pts[:, 0].max()
     # "left" is image-left: point 8 (left outer eye corner) has the smaller x
     assert pts[8, 1] < pts[9, 1]

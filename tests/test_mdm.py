@@ -20,7 +20,6 @@ from menpo_densereg.mdm import (
     save_mdm,
 )
 from menpo_densereg.mdm_train import MDMTrainingSet, faces_from_images, mdm_loss
-from menpo_densereg.metrics import nme
 from menpo_densereg.weights import WeightsError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "fitters" / "mdm-face"

@@ -60,7 +60,11 @@ def test_error_stats_and_table():
     assert s.n == 5 and s.median == pytest.approx(0.03)
     assert s.fr[0.08] == pytest.approx(0.2)
     table = stats_table([s], normaliser_name="x")
-    assert "AUC@0.08%" in table and "FR@0.1%" in table and table.splitlines()[-1].startswith("m")
+    assert (
+        "AUC@0.08%" in table
+        and "FR@0.1%" in table
+        and table.splitlines()[-1].startswith("m")
+    )
     assert "n=5" in str(s)
 
 

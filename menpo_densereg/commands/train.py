@@ -7,15 +7,29 @@ __all__ = ["configure_parser", "run"]
 
 
 def configure_parser(parser):
-    parser.add_argument("fitter", help="fitter folder (with recipe.toml) or shipped name")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="override the recipe's number of steps")
-    parser.add_argument("--device", default=None,
-                        help="'auto' (default: CUDA when present), 'cpu', 'cuda:0'...")
-    parser.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start afresh even if a checkpoint exists")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="write weights/card here instead of the fitter folder")
+    parser.add_argument(
+        "fitter", help="fitter folder (with recipe.toml) or shipped name"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="override the recipe's number of steps"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="'auto' (default: CUDA when present), 'cpu', 'cuda:0'...",
+    )
+    parser.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="start afresh even if a checkpoint exists",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write weights/card here instead of the fitter folder",
+    )
 
 
 def run(args):
@@ -26,8 +40,10 @@ def run(args):
     recipe = load_recipe(d)
     kind = recipe["fitter"]["kind"]
     if kind not in TRAINERS:
-        raise ValueError(f"{d}/recipe.toml: kind {kind!r} is not trainable "
-                         f"(trainable: {sorted(TRAINERS)})")
+        raise ValueError(
+            f"{d}/recipe.toml: kind {kind!r} is not trainable "
+            f"(trainable: {sorted(TRAINERS)})"
+        )
     module = importlib.import_module(TRAINERS[kind])
     out = args.out or d
     if args.out is not None:
