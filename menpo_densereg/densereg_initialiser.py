@@ -49,6 +49,26 @@ def decode_crop(net, crop, residual=True, threads=1):
     return {k: v[0].numpy() for k, v in dec.items()}
 
 
+def read_field_landmarks(dense, landmark_uv, radius, pca=None, n_components=None):
+    """Landmarks (crop frame), confidence and visibility from decoded outputs.
+
+    Parameters
+    ----------
+    dense : `dict` from :func:`decode_crop` (``u``, ``v``, ``face_prob``)
+    landmark_uv : ``(n, 2)`` template (u, v) of the landmarks
+    radius : `float`
+        UV radius of the read-out.
+    pca : `ShapePCA`, optional
+        Shape model for the clean-up (confidence-weighted reconstruction).
+    """
+    pts, conf, vis = landmarks_from_uv(
+        dense["u"], dense["v"], landmark_uv, dense["face_prob"], radius=radius
+    )
+    if pca is not None:
+        pts = pca.reconstruct(pts, conf, n_components=n_components)
+    return pts, conf, vis
+
+
 def save_densereg(path, net, pca_models=None, extra=None):
     """Save a DenseReg network (+ PCA shape models) atomically with weights.py.
 
@@ -223,18 +243,10 @@ class DenseRegInitialiser(Initialiser):
 
     def read_landmarks(self, dense):
         """Landmarks (crop frame), confidence, visibility from decoded outputs."""
-        pts, conf, vis = landmarks_from_uv(
-            dense["u"],
-            dense["v"],
-            self.landmark_uv,
-            dense["face_prob"],
-            radius=self.radius,
+        pca = self.pca_models[self.markup] if self.pca else None
+        return read_field_landmarks(
+            dense, self.landmark_uv, self.radius, pca, self.n_components
         )
-        if self.pca:
-            pts = self.pca_models[self.markup].reconstruct(
-                pts, conf, n_components=self.n_components
-            )
-        return pts, conf, vis
 
     def initialise(self, image, bounding_box):
         """Landmarks of ``self.markup`` (image frame) and per-landmark confidence."""

@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from menpo.shape import PointCloud
 
 from .crop import crop_face
-from .densereg_initialiser import decode_crop
+from .densereg_initialiser import decode_crop, read_field_landmarks
 from .densereg_net import DenseRegConfig, DenseRegNet
 from .ears import EarSpace, ear_dense_ground_truth
 from .fitting import Initialiser, box_from_shape, check_image
 from .markups import check_shape
-from .readout import ShapePCA, landmarks_from_uv
+from .readout import ShapePCA
 from .weights import WeightsError, load_weights, save_weights
 
 __all__ = [
@@ -451,16 +451,11 @@ class EarDenseRegInitialiser(Initialiser):
         return decode_crop(self.net, crop, self.config.has_residual, self.threads)
 
     def read_landmarks(self, dense):
-        pts, conf, vis = landmarks_from_uv(
-            dense["u"],
-            dense["v"],
-            self.landmark_uv,
-            dense["face_prob"],
-            radius=self.radius,
+        """Landmarks (crop frame), confidence, visibility from decoded outputs."""
+        pca = self.pca_model if self.pca else None
+        return read_field_landmarks(
+            dense, self.landmark_uv, self.radius, pca, self.n_components
         )
-        if self.pca:
-            pts = self.pca_model.reconstruct(pts, conf, n_components=self.n_components)
-        return pts, conf, vis
 
     def initialise(self, image, bounding_box):
         check_image(image)

@@ -2,13 +2,15 @@
 
 The face is found with dlib's HOG detector (through menpodetect) unless ``--box`` gives
 it; the largest detection is used, mapped to the landmark-box convention the networks
-are trained with (:func:`calibrate_detector_box`). Landmarks are written as an iBUG ``.pts`` file (1-based
+are trained with (:func:`menpo_densereg.boxes.calibrate_detector_box`). Landmarks are written as an iBUG ``.pts`` file (1-based
 ``x y``) and drawn on the image in a PNG, both atomically, into ``--out`` (default: the
 image's folder) as ``<stem>_<fitter>.pts`` / ``<stem>_<fitter>.png``.
 """
 
 import time
 from pathlib import Path
+
+from ..boxes import DLIB_TO_LANDMARK_BOX, calibrate_detector_box  # noqa: F401
 
 __all__ = [
     "configure_parser",
@@ -49,24 +51,6 @@ def parse_box(text):
             f"--box: empty box {text!r} (need bottom > top and right > left)"
         )
     return bounding_box((t, l), (b, r))
-
-
-#: dlib HOG box -> tight landmark box: centre shift (fraction of the dlib box side,
-#: y then x) and side ratio, measured on the 14 training faces of densereg-face that
-#: dlib detects (afw, 300wlp, video68, wflw98): mean shift (0.096, 0.043), ratio
-#: (0.906, 0.940); the networks are trained on jittered landmark boxes.
-DLIB_TO_LANDMARK_BOX = ((0.096, 0.0), (0.906, 0.94))
-
-
-def calibrate_detector_box(box):
-    """Map a dlib HOG face box to the landmark-box convention the networks expect."""
-    from menpo.shape import bounding_box
-
-    lo, hi = box.points.min(0), box.points.max(0)
-    side = hi - lo
-    centre = (lo + hi) / 2 + side * DLIB_TO_LANDMARK_BOX[0]
-    half = side * DLIB_TO_LANDMARK_BOX[1] / 2
-    return bounding_box(centre - half, centre + half)
 
 
 def load_fitter_by_name(name):
