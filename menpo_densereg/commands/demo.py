@@ -18,6 +18,7 @@ DEMO_FITTERS = (
     "densereg-aam-face",
     "densereg-mdm-face",
     "decafa-face",
+    "decafa-aam-face",
     "box-aam-face",
     "mdm-face",
 )
