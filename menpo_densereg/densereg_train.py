@@ -389,7 +389,7 @@ def train_from_recipe(recipe, fitter_dir, args):
     """
     from .densereg_initialiser import save_densereg
     from .template import FaceTemplate
-    from .training import TrainConfig, train_loop
+    from .training import TrainConfig, cli_overrides, train_loop
 
     fitter_dir = Path(fitter_dir)
     model_cfg = dict(recipe.get("model", {}))
@@ -397,12 +397,7 @@ def train_from_recipe(recipe, fitter_dir, args):
     config = DenseRegConfig.from_dict(model_cfg)
     loss_cfg = DenseRegLossConfig(**recipe.get("loss", {}))
     train_tbl = dict(recipe.get("train", {}))
-    tc = TrainConfig.from_dict(
-        train_tbl,
-        steps=getattr(args, "steps", None),
-        device=getattr(args, "device", None),
-        resume=getattr(args, "resume", True),
-    )
+    tc = TrainConfig.from_dict(train_tbl, **cli_overrides(args))
     tc.out_dir = str(
         _resolve(tc.out_dir) if tc.out_dir else _REPO / "runs" / fitter_dir.name
     )

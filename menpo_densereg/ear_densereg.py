@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from menpo.shape import PointCloud
 
 from .crop import crop_face
+from .inference import network_from_weights
 from .densereg_initialiser import decode_crop, read_field_landmarks
 from .densereg_net import DenseRegConfig, DenseRegNet
 from .ears import EarSpace, ear_dense_ground_truth
@@ -363,10 +364,14 @@ def load_ear_densereg(path):
     path = Path(path)
     tensors, header = load_weights(path, kind=KIND)
     cfg = header.get("config", {})
+    net = network_from_weights(
+        path,
+        tensors,
+        header,
+        lambda d: DenseRegNet(DenseRegConfig.from_dict(d)),
+        "ear DenseReg",
+    )
     try:
-        net = DenseRegNet(DenseRegConfig.from_dict(cfg["net"]))
-        state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-        net.load_state_dict(state, strict=True)
         space = EarSpace(
             tensors["space.reference"].double().numpy(), cfg.get("space_n_shapes", 0)
         )
@@ -643,7 +648,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     """
     from .densereg_losses import DenseRegLossConfig
     from .registry import cache_dir
-    from .training import TrainConfig
+    from .training import TrainConfig, cli_overrides
 
     kind = recipe["fitter"]["kind"]
     if kind != KIND:
@@ -660,15 +665,9 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     net_cfg = DenseRegConfig.from_dict(
         {"depth_head": False, "input_size": 96, "width": 16, "n_bins": 8, **model}
     )
-    overrides = {}
-    if args is not None:
-        overrides["steps"] = getattr(args, "steps", None)
-        overrides["device"] = getattr(args, "device", None)
-        if getattr(args, "resume", None) is not None:
-            overrides["resume"] = bool(args.resume)
     tt = dict(recipe.get("train", {}))
     tt.setdefault("out_dir", str(cache_dir() / "train" / name))
-    tc = TrainConfig.from_dict(tt, **overrides)
+    tc = TrainConfig.from_dict(tt, **cli_overrides(args))
     lc = DenseRegLossConfig(**{"depth_weight": 0.0, **recipe.get("loss", {})})
     t0 = time.time()
     net, space, pca, history = train_ear_densereg(

@@ -380,7 +380,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     from .composition import _load_named, mean_face_68
     from .markups import get_markup
     from .registry import cache_dir
-    from .training import TrainConfig
+    from .training import TrainConfig, cli_overrides
 
     fitter_dir = Path(fitter_dir)
     # data paths are relative to the recipe's folder (which may differ from --out)
@@ -442,14 +442,8 @@ def train_from_recipe(recipe, fitter_dir, args=None):
             )
         faces += engine
     train_tbl = dict(recipe.get("train", {}))
-    overrides = {}
-    if args is not None:
-        overrides["steps"] = getattr(args, "steps", None)
-        overrides["device"] = getattr(args, "device", None)
-        if getattr(args, "resume", None) is not None:
-            overrides["resume"] = bool(args.resume)
     train_tbl.setdefault("out_dir", str(cache_dir() / "train" / name))
-    cfg = TrainConfig.from_dict(train_tbl, **overrides)
+    cfg = TrainConfig.from_dict(train_tbl, **cli_overrides(args))
     augment = dict(recipe.get("augment", {}))
     if initialiser is None:
         augment["p_init"] = 0.0

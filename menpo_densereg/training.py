@@ -37,6 +37,7 @@ __all__ = [
     "seed_everything",
     "distributed_context",
     "load_checkpoint",
+    "cli_overrides",
 ]
 
 
@@ -104,6 +105,23 @@ class TrainConfig:
     def __str__(self):
         items = ", ".join(f"{k}={v}" for k, v in asdict(self).items() if k != "extra")
         return f"TrainConfig({items})"
+
+
+def cli_overrides(args):
+    """:class:`TrainConfig` overrides from ``menpo-densereg train`` arguments.
+
+    ``args`` may be `None` or lack attributes (Python callers); unset values are left
+    out, so the recipe's ``[train]`` table keeps them.
+    """
+    if args is None:
+        return {}
+    out = {
+        "steps": getattr(args, "steps", None),
+        "device": getattr(args, "device", None),
+    }
+    if getattr(args, "resume", None) is not None:
+        out["resume"] = bool(args.resume)
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def select_device(name="auto"):
