@@ -21,8 +21,8 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 def main(argv=None):
     import menpo_densereg  # noqa: F401
-    from menpo_densereg.aam import AAMFitter, build_patch_aam, load_annotated_68
-    from menpo_densereg.mdm_train import evaluate
+    from menpo_densereg.aam.fitter import AAMFitter, build_patch_aam, load_annotated_68
+    from menpo_densereg.mdm.train import evaluate
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--features", nargs="+", default=["no_op", "igo", "orient_hist"])

@@ -49,8 +49,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from menpo_densereg.atomic import atomic_write_text
-    from menpo_densereg.decafa_train import train_from_recipe
-    from menpo_densereg.training import load_recipe
+    from menpo_densereg.decafa.train import train_from_recipe
+    from menpo_densereg.fitting.recipes import load_recipe
 
     torch.set_num_threads(args.threads)
     dirs = sorted(p.parent for p in Path(args.recipes).glob("*/recipe.toml"))

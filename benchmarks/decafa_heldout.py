@@ -2,7 +2,7 @@
 
 Reads the recipe's ``[[validation]]`` selections (e.g. ``faces68/afw``, a fixed slice of
 ``helen29`` and one WFLW face) from the data root, and runs the project benchmark
-(:func:`menpo_densereg.benchmark.run_benchmark`) on exactly those images, every fitter
+(:func:`menpo_densereg.evaluation.benchmark.run_benchmark`) on exactly those images, every fitter
 from the same boxes, each set with its own markup's normaliser (68: outer eye corners
 36/45; 29: 8/9; 98: 60/72 -- a 68-point fitter is scored on 98-point data through the
 98 -> 68 correspondence, with the 68 normaliser).
@@ -22,8 +22,8 @@ import menpo_densereg  # noqa: F401  (compat fixes first)
 
 def heldout_images(recipe):
     """``{set name: [menpo images]}`` of a recipe's validation selections."""
-    from menpo_densereg.decafa_train import _select, resolve_data_root
-    from menpo_densereg.readers import read_pts_folder
+    from menpo_densereg.decafa.train import _select, resolve_data_root
+    from menpo_densereg.data.readers import read_pts_folder
 
     root = resolve_data_root(
         recipe.get("data", {}).get("root", "../shared/data"), recipe.get("_path")
@@ -68,9 +68,9 @@ def main(argv=None):
 
     import torch
 
-    from menpo_densereg.benchmark import run_benchmark
-    from menpo_densereg.registry import load_fitter
-    from menpo_densereg.training import load_recipe
+    from menpo_densereg.evaluation.benchmark import run_benchmark
+    from menpo_densereg.fitting.registry import load_fitter
+    from menpo_densereg.fitting.recipes import load_recipe
 
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.fitter)

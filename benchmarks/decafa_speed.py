@@ -54,11 +54,11 @@ def main(argv=None):
 
     import menpo.io as mio
 
-    from menpo_densereg.decafa_initialiser import DecafaInitialiser
-    from menpo_densereg.decafa_train import model_config_from_recipe
-    from menpo_densereg.decafa_net import build_decafa
-    from menpo_densereg.fitting import box_from_shape
-    from menpo_densereg.training import load_recipe
+    from menpo_densereg.decafa.initialiser import DecafaInitialiser
+    from menpo_densereg.decafa.train import model_config_from_recipe
+    from menpo_densereg.decafa.network import build_decafa
+    from menpo_densereg.fitting.base import box_from_shape
+    from menpo_densereg.fitting.recipes import load_recipe
 
     torch.set_num_threads(args.threads)
     kwargs = {"markup": args.markup} if args.markup else {}

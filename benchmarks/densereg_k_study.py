@@ -27,21 +27,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import menpo_densereg  # noqa: E402,F401
-from menpo_densereg.densereg_losses import DenseRegLossConfig  # noqa: E402
-from menpo_densereg.densereg_net import (
+from menpo_densereg.densereg.losses import DenseRegLossConfig  # noqa: E402
+from menpo_densereg.densereg.network import (
     DenseRegConfig,
     build_densereg,
     decode_uv,
 )  # noqa: E402
-from menpo_densereg.densereg_train import (  # noqa: E402
+from menpo_densereg.densereg.train import (  # noqa: E402
     build_train_dataset,
     heldout_dense_samples,
     make_loss_fn,
 )
-from menpo_densereg.markups import get_markup  # noqa: E402
-from menpo_densereg.readout import landmarks_from_uv  # noqa: E402
-from menpo_densereg.template import FaceTemplate  # noqa: E402
-from menpo_densereg.training import TrainConfig, load_recipe, train_loop  # noqa: E402
+from menpo_densereg.data.markups import get_markup  # noqa: E402
+from menpo_densereg.densereg.readout import landmarks_from_uv  # noqa: E402
+from menpo_densereg.template.face import FaceTemplate  # noqa: E402
+from menpo_densereg.fitting.recipes import load_recipe
+from menpo_densereg.training import TrainConfig, train_loop  # noqa: E402
 
 
 def evaluate(net, samples, residual=True):

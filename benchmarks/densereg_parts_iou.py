@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import menpo_densereg  # noqa: E402,F401
-from menpo_densereg.densereg_initialiser import DenseRegInitialiser  # noqa: E402
-from menpo_densereg.densereg_net import decode_uv  # noqa: E402
-from menpo_densereg.densereg_train import heldout_dense_samples  # noqa: E402
-from menpo_densereg.training import load_recipe  # noqa: E402
+from menpo_densereg.densereg.initialiser import DenseRegInitialiser  # noqa: E402
+from menpo_densereg.densereg.network import decode_uv  # noqa: E402
+from menpo_densereg.densereg.train import heldout_dense_samples  # noqa: E402
+from menpo_densereg.fitting.recipes import load_recipe  # noqa: E402
 
 
 def part_iou(pred, gt, n_classes):

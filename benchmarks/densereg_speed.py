@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import menpo_densereg  # noqa: E402,F401
-from menpo_densereg.commands.demo import builtin_faces  # noqa: E402
-from menpo_densereg.crop import crop_face, image_to_array  # noqa: E402
-from menpo_densereg.densereg_initialiser import DenseRegInitialiser  # noqa: E402
-from menpo_densereg.fitting import box_from_shape  # noqa: E402
+from menpo_densereg.data.readers import builtin_faces  # noqa: E402
+from menpo_densereg.data.crop import crop_face, image_to_array  # noqa: E402
+from menpo_densereg.densereg.initialiser import DenseRegInitialiser  # noqa: E402
+from menpo_densereg.fitting.base import box_from_shape  # noqa: E402
 
 
 def _time(fn, repeats):

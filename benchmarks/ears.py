@@ -6,9 +6,9 @@ Usage::
         [--out /tmp/ears_benchmark] [--fitter NAME ...] [--threads 1]
 
 Every fitter starts from the tight ground-truth box of each held-out ear (the fixed split
-of ``menpo_densereg.ear_densereg.EAR_HELD_OUT``: the 21 readable ears sorted by name,
+of ``menpo_densereg.densereg.ear.EAR_HELD_OUT``: the 21 readable ears sorted by name,
 every third held out -> 7 ears) and is scored with
-:func:`menpo_densereg.benchmark.run_benchmark`: NME normalised by the average edge of the
+:func:`menpo_densereg.evaluation.benchmark.run_benchmark`: NME normalised by the average edge of the
 GT box (the paper's ear protocol), AUC@0.08/0.10, FR@0.08/0.10 and fits per second
 (whole chain, one thread, after a warm-up fit). A second table gives, for the chains,
 the error of the initialiser's shape and of the refined shape. The table, per-image CSV,
@@ -36,10 +36,10 @@ def main(argv=None):
     import menpo_densereg  # noqa: F401
     import torch
 
-    from menpo_densereg.benchmark import run_benchmark
-    from menpo_densereg.ear_densereg import EAR_HELD_OUT, ear_split, load_ears
-    from menpo_densereg.fitting import box_from_shape
-    from menpo_densereg.registry import load_fitter
+    from menpo_densereg.evaluation.benchmark import run_benchmark
+    from menpo_densereg.densereg.ear import EAR_HELD_OUT, ear_split, load_ears
+    from menpo_densereg.fitting.base import box_from_shape
+    from menpo_densereg.fitting.registry import load_fitter
 
     here = Path(__file__).resolve().parents[1]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

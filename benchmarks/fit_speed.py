@@ -31,9 +31,9 @@ def main(argv=None):
     import torch
 
     import menpo_densereg  # noqa: F401
-    from menpo_densereg.boxes import box_from_landmarks
-    from menpo_densereg.commands.demo import builtin_faces
-    from menpo_densereg.registry import list_fitters, load_fitter
+    from menpo_densereg.data.boxes import box_from_landmarks
+    from menpo_densereg.data.readers import builtin_faces
+    from menpo_densereg.fitting.registry import list_fitters, load_fitter
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("fitters", nargs="*")

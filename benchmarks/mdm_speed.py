@@ -21,8 +21,8 @@ def main(argv=None):
     import menpo.io as mio
     from menpo.shape import PointCloud
 
-    from menpo_densereg.mdm import prepare_crop
-    from menpo_densereg.registry import load_fitter
+    from menpo_densereg.mdm.fitter import prepare_crop
+    from menpo_densereg.fitting.registry import load_fitter
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fitter", default="mdm-face")

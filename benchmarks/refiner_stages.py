@@ -21,12 +21,12 @@ def main(argv=None):
     import menpo_densereg  # noqa: F401
     from menpo.shape import PointCloud
 
-    from menpo_densereg.aam import load_annotated
-    from menpo_densereg.boxes import box_from_landmarks, detector_box
-    from menpo_densereg.composition import BoxInitialiser, InitialisedFitter
-    from menpo_densereg.markups import get_markup
-    from menpo_densereg.metrics import auc, failure_rate, nme
-    from menpo_densereg.registry import load_fitter
+    from menpo_densereg.aam.fitter import load_annotated
+    from menpo_densereg.data.boxes import box_from_landmarks, detector_box
+    from menpo_densereg.fitting.composition import BoxInitialiser, InitialisedFitter
+    from menpo_densereg.data.markups import get_markup
+    from menpo_densereg.evaluation.metrics import auc, failure_rate, nme
+    from menpo_densereg.fitting.registry import load_fitter
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+")

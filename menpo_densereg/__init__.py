@@ -4,7 +4,7 @@ Importing the package applies :mod:`menpo_densereg.compat` so that menpo, menpof
 menpo3d and menpodetect work on numpy 2 / scipy >= 1.14 / Pillow >= 12.
 """
 
-from . import compat as _compat
+from menpo_densereg import compat as _compat
 
 _compat.apply()
 

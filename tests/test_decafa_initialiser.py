@@ -4,14 +4,14 @@ import torch
 from menpo.image import Image
 from menpo.shape import bounding_box
 
-from menpo_densereg.decafa_initialiser import (
+from menpo_densereg.decafa.initialiser import (
     DecafaInitialiser,
     from_fitter_dir,
     load_decafa,
     save_decafa,
 )
-from menpo_densereg.decafa_net import build_decafa
-from menpo_densereg.weights import WeightsError, save_weights
+from menpo_densereg.decafa.network import build_decafa
+from menpo_densereg.fitting.weights import WeightsError, save_weights
 
 
 def _net():
@@ -130,9 +130,9 @@ def test_shipped_fitter_beats_a_loose_bound_on_unseen_faces():
 
     import menpo.io as mio
 
-    from menpo_densereg.fitting import box_from_shape
-    from menpo_densereg.markups import get_markup
-    from menpo_densereg.registry import load_fitter
+    from menpo_densereg.fitting.base import box_from_shape
+    from menpo_densereg.data.markups import get_markup
+    from menpo_densereg.fitting.registry import load_fitter
 
     d = Path(__file__).resolve().parents[1] / "fitters" / "decafa-face"
     if not (d / "weights.safetensors").is_file():

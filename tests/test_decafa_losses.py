@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from menpo_densereg.decafa_losses import decafa_loss, markup_l1, stage_weights
-from menpo_densereg.decafa_net import build_decafa
+from menpo_densereg.decafa.losses import decafa_loss, markup_l1, stage_weights
+from menpo_densereg.decafa.network import build_decafa
 
 
 def test_stage_weights_schedules():

@@ -4,14 +4,14 @@ import json
 import numpy as np
 import pytest
 
-from menpo_densereg.decafa_initialiser import load_decafa
-from menpo_densereg.decafa_train import (
+from menpo_densereg.decafa.initialiser import load_decafa
+from menpo_densereg.decafa.train import (
     build_sources,
     model_config_from_recipe,
     resolve_data_root,
     train_from_recipe,
 )
-from menpo_densereg.readers import write_pts
+from menpo_densereg.data.readers import write_pts
 
 
 def _write_faces(folder, n, n_points, seed):

@@ -6,15 +6,15 @@ import torch
 from menpo.image import BooleanImage, Image, MaskedImage
 from menpo.shape import PointCloud, bounding_box
 
-from menpo_densereg.densereg_initialiser import (
+from menpo_densereg.densereg.initialiser import (
     DenseRegInitialiser,
     from_fitter_dir,
     load_densereg,
     save_densereg,
 )
-from menpo_densereg.densereg_net import build_densereg
-from menpo_densereg.readout import ShapePCA
-from menpo_densereg.weights import WeightsError, save_weights
+from menpo_densereg.densereg.network import build_densereg
+from menpo_densereg.densereg.readout import ShapePCA
+from menpo_densereg.fitting.weights import WeightsError, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def model_file(tmp_path_factory):
     torch.manual_seed(0)
     net = build_densereg(input_size=64, width=8, n_bins=5)
     rng = np.random.default_rng(0)
-    from menpo_densereg.template import FaceTemplate
+    from menpo_densereg.template.face import FaceTemplate
 
     base = FaceTemplate.load().landmark_uv("68") * 100
     shapes = [
@@ -113,7 +113,7 @@ def test_train_from_recipe_end_to_end(tmp_path):
     """A tiny recipe on menpo's built-in faces trains, saves and loads as a fitter."""
     import argparse
 
-    from menpo_densereg.densereg_train import train_from_recipe
+    from menpo_densereg.densereg.train import train_from_recipe
 
     recipe = {
         "fitter": {"kind": "densereg", "name": "tiny"},
@@ -184,7 +184,7 @@ def test_fit_command_writes_pts_and_png(model_file, tmp_path):
     assert fit.run(args) == 0
     pts = tmp_path / "o" / "face_fitter.pts"
     assert pts.is_file() and (tmp_path / "o" / "face_fitter.png").is_file()
-    from menpo_densereg.readers import read_pts
+    from menpo_densereg.data.readers import read_pts
 
     assert read_pts(pts).n_points == 68
     with pytest.raises(ValueError, match="--box"):
@@ -207,8 +207,8 @@ def test_shipped_densereg_face_on_a_held_out_face():
 
     import menpo.io as mio
 
-    from menpo_densereg.fitting import box_from_shape
-    from menpo_densereg.markups import get_markup
+    from menpo_densereg.fitting.base import box_from_shape
+    from menpo_densereg.data.markups import get_markup
 
     fdir = Path(__file__).resolve().parents[1] / "fitters" / "densereg-face"
     if not (fdir / "weights.safetensors").is_file():

@@ -2,8 +2,8 @@
 
 import torch
 
-from menpo_densereg.densereg_losses import DenseRegLossConfig, densereg_loss
-from menpo_densereg.densereg_net import build_densereg
+from menpo_densereg.densereg.losses import DenseRegLossConfig, densereg_loss
+from menpo_densereg.densereg.network import build_densereg
 
 
 def _batch(b=2, s=8, seed=0):
@@ -62,7 +62,7 @@ def test_residual_normalised_by_face_pixels_and_weighted():
     batch = _batch()
     k = 4
     # perfect classification; residuals all off by 0.2 (linear smooth-L1 region)
-    from menpo_densereg.densereg_net import bin_targets
+    from menpo_densereg.densereg.network import bin_targets
 
     out = _outputs(k=k)
     for i, axis in enumerate("uv"):

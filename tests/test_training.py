@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from menpo_densereg.fitting.recipes import load_recipe
 from menpo_densereg.training import (
     TrainConfig,
     load_checkpoint,
-    load_recipe,
     select_device,
     train_loop,
 )

@@ -47,7 +47,7 @@ def configure_parser(parser):
 
 def read_folders(folders, limit=None, progress=True):
     """Read every folder (skipping bad items). Returns (images, bad_items)."""
-    from ..readers import read_pts_folder
+    from menpo_densereg.data.readers import read_pts_folder
 
     images, bad = [], []
     for folder in folders:
@@ -59,7 +59,7 @@ def read_folders(folders, limit=None, progress=True):
 
 def load_fitters(specs):
     """``{display name: fitter}`` for a list of specs (names must be unique)."""
-    from ..registry import load_fitter
+    from menpo_densereg.fitting.registry import load_fitter
 
     fitters = {}
     for spec in specs:
@@ -72,7 +72,7 @@ def load_fitters(specs):
 
 
 def run(args):
-    from ..benchmark import run_benchmark
+    from menpo_densereg.evaluation.benchmark import run_benchmark
 
     progress = not args.no_progress
     fitters = load_fitters(args.fitters)

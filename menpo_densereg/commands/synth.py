@@ -5,7 +5,7 @@ Fits the face template to every 68/98-point image of SRC_FOLDER, then writes N s
 of augmented real crops with ``--real-fraction``) as npz shards in OUT, in the dense
 sample format, deterministic by ``--seed``. ``--overlays K`` saves PNG overlays of the
 first K samples. Read the cache with
-:class:`menpo_densereg.dense_dataset.DenseShardDataset`.
+:class:`menpo_densereg.densereg.dataset.DenseShardDataset`.
 """
 
 import time
@@ -43,10 +43,15 @@ def configure_parser(parser):
 def run(args):
     from tqdm import tqdm
 
-    from ..dense_dataset import _fit_all
-    from ..overlays import save_dense_overlay
-    from ..readers import read_pts_folder
-    from ..synthesis import DataEngine, SynthConfig, config_dict, write_shards
+    from menpo_densereg.densereg.dataset import _fit_all
+    from menpo_densereg.template.overlays import save_dense_overlay
+    from menpo_densereg.data.readers import read_pts_folder
+    from menpo_densereg.template.synthesis import (
+        DataEngine,
+        SynthConfig,
+        config_dict,
+        write_shards,
+    )
 
     if args.n_samples < 1:
         raise ValueError(f"-n must be positive, got {args.n_samples}")
@@ -102,7 +107,7 @@ def run(args):
         real_fraction=args.real_fraction,
         source=str(args.source),
         n_sources=len(faces),
-        format="dense sample format (menpo_densereg.synthesis)",
+        format="dense sample format (menpo_densereg.template.synthesis)",
     )
     paths = write_shards(gen(), out, shard_size=args.shard_size, meta=meta)
     dt = time.perf_counter() - t0

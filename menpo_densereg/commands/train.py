@@ -33,8 +33,8 @@ def configure_parser(parser):
 
 
 def run(args):
-    from ..registry import TRAINERS, fitter_dir
-    from ..training import load_recipe
+    from menpo_densereg.fitting.registry import TRAINERS, fitter_dir
+    from menpo_densereg.fitting.recipes import load_recipe
 
     d = fitter_dir(args.fitter)
     recipe = load_recipe(d)

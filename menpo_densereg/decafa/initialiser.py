@@ -1,0 +1,225 @@
+"""DeCaFA as a landmark initialiser for menpo / menpofit.
+
+:class:`DecafaInitialiser` crops the face (:func:`menpo_densereg.data.crop.crop_face`), runs
+the DeCaFA cascade (:mod:`menpo_densereg.decafa.network`) and maps the last stage's
+soft-argmax landmarks of the chosen markup back to the image. Any markup the model was
+trained with can be returned (``markup=``); :meth:`DecafaInitialiser.attention_maps`
+gives the attention maps of every stage for display. The per-landmark confidence is the
+peak of the landmark's attention map relative to its maximum possible concentration (a
+map that puts all its mass on a 3x3 neighbourhood scores ~1).
+
+Model files are written by :func:`save_decafa` through :mod:`menpo_densereg.fitting.weights`
+(kind ``"decafa"``): the network's tensors and its :class:`DecafaConfig` in the header.
+A fitter folder holds ``recipe.toml`` (``[fitter] kind = "decafa"``, optional
+``markup``) and ``weights.safetensors``.
+"""
+
+from pathlib import Path
+
+import torch
+from menpo.shape import PointCloud
+
+from menpo_densereg.data.crop import crop_face, image_to_array
+from menpo_densereg.decafa.network import DecafaConfig, DecafaNet
+from menpo_densereg.fitting.base import Initialiser, check_image
+from menpo_densereg.data.markups import get_markup
+from menpo_densereg.fitting.inference import network_from_weights, torch_threads
+from menpo_densereg.fitting.weights import load_weights, save_weights
+
+__all__ = [
+    "DecafaInitialiser",
+    "from_fitter_dir",
+    "save_decafa",
+    "load_decafa",
+    "KIND",
+]
+
+KIND = "decafa"
+
+
+def save_decafa(path, net, extra=None):
+    """Save a :class:`DecafaNet` atomically (safetensors + JSON header)."""
+    net = getattr(net, "module", net)
+    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
+    save_weights(path, tensors, KIND, config={"net": net.config.to_dict()}, extra=extra)
+
+
+def load_decafa(path):
+    """Load a DeCaFA model file.
+
+    Returns
+    -------
+    net : :class:`DecafaNet` (eval mode, CPU)
+    header : `dict`
+
+    Raises
+    ------
+    WeightsError
+        Missing, corrupt, foreign or inconsistent file (the message names it).
+    """
+    path = Path(path)
+    tensors, header = load_weights(path, kind=KIND)
+    net = network_from_weights(
+        path,
+        tensors,
+        header,
+        lambda d: DecafaNet(DecafaConfig.from_dict(d)),
+        "DeCaFA",
+    )
+    return net, header
+
+
+def _confidence(maps):
+    """Peak 3x3 mass of each attention map, ``(L,)`` in [0, 1]."""
+    pooled = torch.nn.functional.avg_pool2d(maps, 3, stride=1, padding=1) * 9.0
+    return pooled.flatten(-2).amax(dim=-1).clamp(0, 1)
+
+
+class DecafaInitialiser(Initialiser):
+    """DeCaFA landmark initialiser.
+
+    Parameters
+    ----------
+    net : :class:`DecafaNet`
+    markup : `str`, optional
+        Markup of the returned landmarks; one the model was trained with (default: the
+        68-point markup when trained, else the finest markup).
+    name : `str`, optional
+    threads : `int`, optional
+        ``torch.set_num_threads`` before inference (`None` leaves torch's setting).
+    """
+
+    def __init__(self, net, markup=None, name=None, threads=None):
+        self.net = getattr(net, "module", net).eval()
+        self.config = self.net.config
+        trained = self.config.markups
+        if markup is None:
+            markup = "ibug68" if "ibug68" in trained else trained[0]
+        m = get_markup(markup).name
+        if m not in trained:
+            raise ValueError(
+                f"markup: {m!r} was not trained in this DeCaFA model (trained: {trained})"
+            )
+        self.markup = m
+        self.name = name or "DeCaFA"
+        self.threads = threads
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_weights(cls, path, **kwargs):
+        """Load from a model file written by :func:`save_decafa`."""
+        net, _ = load_decafa(path)
+        return cls(net, **kwargs)
+
+    @classmethod
+    def from_fitter_dir(cls, path, **overrides):
+        """Load a fitter folder (``recipe.toml`` + weights).
+
+        ``[fitter] markup`` (or ``[inference] markup``) sets the returned markup,
+        ``[model] weights`` the weights file (default ``weights.safetensors``);
+        ``overrides`` win over the recipe.
+        """
+        from menpo_densereg.fitting.recipes import load_recipe
+
+        path = Path(path)
+        recipe = load_recipe(path)
+        kind = recipe.get("fitter", {}).get("kind")
+        if kind != KIND:
+            raise ValueError(f"{path}/recipe.toml: kind {kind!r} is not {KIND!r}")
+        weights = path / recipe.get("model", {}).get("weights", "weights.safetensors")
+        kwargs = {}
+        markup = recipe.get("inference", {}).get(
+            "markup", recipe["fitter"].get("markup")
+        )
+        if markup is not None:
+            kwargs["markup"] = markup
+        kwargs["name"] = recipe["fitter"].get("display_name") or recipe["fitter"].get(
+            "name"
+        )
+        kwargs.update(overrides)
+        return cls.from_weights(weights, **kwargs)
+
+    def with_markup(self, markup):
+        """A copy (sharing the network) that returns another trained markup."""
+        return type(self)(self.net, markup=markup, name=self.name, threads=self.threads)
+
+    def for_markup(self, markup):
+        """Same as :meth:`with_markup` (the benchmark's multi-markup hook)."""
+        return self.with_markup(markup)
+
+    @property
+    def markups(self):
+        """The markups this model was trained with (any can be returned)."""
+        return list(self.config.markups)
+
+    # ------------------------------------------------------------------ inference
+    def _input(self, image, bounding_box):
+        check_image(image)
+        crop, crop_to_image = crop_face(
+            image, bounding_box, self.config.input_size, margin=self.config.margin
+        )
+        grey = self.config.in_channels == 1
+        x = torch.from_numpy(image_to_array(crop, grey=grey))[None]
+        return x, crop, crop_to_image
+
+    def _run(self, x, markups, all_stages):
+        with torch_threads(self.threads), torch.inference_mode():
+            return self.net(x, markups=markups, all_stages=all_stages)
+
+    def initialise(self, image, bounding_box):
+        """Landmarks of ``self.markup`` (image frame) and per-point confidence."""
+        x, _, crop_to_image = self._input(image, bounding_box)
+        out = self._run(x, [self.markup], all_stages=False)[-1]
+        coords, maps = out[self.markup]
+        shape = crop_to_image.apply(PointCloud(coords[0].double().numpy()))
+        return shape, _confidence(maps[0]).numpy()
+
+    def initialise_all(self, image, bounding_box):
+        """Every trained markup at once: ``{markup: PointCloud}`` in the image frame."""
+        x, _, crop_to_image = self._input(image, bounding_box)
+        out = self._run(x, None, all_stages=False)[-1]
+        return {
+            m: crop_to_image.apply(PointCloud(c[0].double().numpy()))
+            for m, (c, _) in out.items()
+        }
+
+    def attention_maps(self, image, bounding_box, markup=None):
+        """Attention maps of every stage, for display.
+
+        Returns
+        -------
+        stages : `list` of `dict` with ``"maps"`` ``(L, S, S)`` ndarray (the landmark
+            attention maps of ``markup`` in the crop), ``"summary"`` ``(S, S)`` (their
+            sum, peak-normalised), ``"landmarks_crop"`` ``(L, 2)`` and ``"landmarks"``
+            (`PointCloud` in the image frame); plus ``crop`` (menpo Image) in each dict.
+        """
+        m = get_markup(markup or self.markup).name
+        x, crop, crop_to_image = self._input(image, bounding_box)
+        outs = self._run(x, [m], all_stages=True)
+        stages = []
+        for out in outs:
+            coords, maps = out[m]
+            maps = maps[0].numpy()
+            summary = maps.sum(axis=0)
+            pts = coords[0].double().numpy()
+            stages.append(
+                {
+                    "maps": maps,
+                    "summary": summary / max(float(summary.max()), 1e-12),
+                    "landmarks_crop": pts,
+                    "landmarks": crop_to_image.apply(PointCloud(pts)),
+                    "crop": crop,
+                }
+            )
+        return stages
+
+    def __str__(self):
+        return (
+            f"DecafaInitialiser '{self.name}' -> {self.markup} landmarks "
+            f"(trained: {', '.join(self.config.markups)}); {self.config}"
+        )
+
+
+def from_fitter_dir(path, **overrides):
+    """Registry entry point: a :class:`DecafaInitialiser` from a fitter folder."""
+    return DecafaInitialiser.from_fitter_dir(path, **overrides)

@@ -1,0 +1,338 @@
+"""DenseReg as a landmark initialiser for menpo / menpofit.
+
+:class:`DenseRegInitialiser` crops the face (:func:`menpo_densereg.data.crop.crop_face`),
+runs the DenseReg network, reads the landmarks of the chosen markup out of the
+predicted UV field (:mod:`menpo_densereg.densereg.readout`), optionally cleans them up with a PCA
+shape model, and maps them back to the image frame. It exposes menpofit's
+``fit_from_bb`` / ``fit_from_shape`` (through :class:`menpo_densereg.fitting.base.Initialiser`)
+and :meth:`DenseRegInitialiser.dense`, the dense outputs as menpo images.
+
+Model files are written by :func:`save_densereg` with :mod:`menpo_densereg.fitting.weights`
+(kind ``"densereg"``): the network's tensors (``net.*``), PCA shape models
+(``pca.<markup>.*``) and the network configuration in the JSON header. A shipped
+fitter folder holds ``recipe.toml`` and ``weights.safetensors``; its ``[readout]`` table
+sets the markup, PCA use and read-out radius, and ``[model] weights`` may point to the
+weights of another folder (so ``densereg-face`` and ``densereg-face-pca`` share one
+file).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from menpo.shape import PointCloud
+
+from menpo_densereg.data.crop import crop_face, image_to_array
+from menpo_densereg.densereg.network import DenseRegConfig, DenseRegNet, decode_uv
+from menpo_densereg.fitting.base import Initialiser, check_image
+from menpo_densereg.data.markups import get_markup
+from menpo_densereg.densereg.readout import ShapePCA, landmarks_from_uv
+from menpo_densereg.fitting.inference import network_from_weights, torch_threads
+from menpo_densereg.fitting.weights import WeightsError, load_weights, save_weights
+
+__all__ = [
+    "DenseRegInitialiser",
+    "from_fitter_dir",
+    "save_densereg",
+    "load_densereg",
+    "KIND",
+]
+
+KIND = "densereg"
+
+
+def decode_crop(net, crop, residual=True, threads=1):
+    """Run a DenseReg network on one menpo crop; decoded outputs as numpy (S, S)."""
+    x = torch.from_numpy(image_to_array(crop))[None]
+    with torch_threads(threads), torch.inference_mode():
+        dec = decode_uv(net(x), residual=residual)
+    return {k: v[0].numpy() for k, v in dec.items()}
+
+
+def read_field_landmarks(dense, landmark_uv, radius, pca=None, n_components=None):
+    """Landmarks (crop frame), confidence and visibility from decoded outputs.
+
+    Parameters
+    ----------
+    dense : `dict` from :func:`decode_crop` (``u``, ``v``, ``face_prob``)
+    landmark_uv : ``(n, 2)`` template (u, v) of the landmarks
+    radius : `float`
+        UV radius of the read-out.
+    pca : `ShapePCA`, optional
+        Shape model for the clean-up (confidence-weighted reconstruction).
+    """
+    pts, conf, vis = landmarks_from_uv(
+        dense["u"], dense["v"], landmark_uv, dense["face_prob"], radius=radius
+    )
+    if pca is not None:
+        pts = pca.reconstruct(pts, conf, n_components=n_components)
+    return pts, conf, vis
+
+
+def save_densereg(path, net, pca_models=None, extra=None):
+    """Save a DenseReg network (+ PCA shape models) atomically with weights.py.
+
+    Parameters
+    ----------
+    path : `str` or `Path`
+    net : :class:`DenseRegNet`
+    pca_models : `dict` of markup name -> :class:`ShapePCA`, optional
+    extra : `dict`, optional
+        Training summary etc. (JSON-serialisable).
+    """
+    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
+    for name, pca in (pca_models or {}).items():
+        tensors.update(pca.to_arrays(f"pca.{get_markup(name).name}"))
+    config = {
+        "net": net.config.to_dict(),
+        "pca_markups": sorted(get_markup(m).name for m in (pca_models or {})),
+    }
+    save_weights(path, tensors, KIND, config=config, extra=extra)
+
+
+def load_densereg(path):
+    """Load a DenseReg model file.
+
+    Returns
+    -------
+    net : :class:`DenseRegNet` (eval mode)
+    pca_models : `dict` of markup name -> :class:`ShapePCA`
+    header : `dict`
+
+    Raises
+    ------
+    WeightsError
+        Missing, corrupt, foreign or inconsistent files (the message names the file).
+    """
+    path = Path(path)
+    tensors, header = load_weights(path, kind=KIND)
+    cfg = header.get("config", {})
+    net = network_from_weights(
+        path,
+        tensors,
+        header,
+        lambda d: DenseRegNet(DenseRegConfig.from_dict(d)),
+        "DenseReg",
+    )
+    pca_models = {}
+    for m in cfg.get("pca_markups", []):
+        try:
+            pca_models[m] = ShapePCA.from_arrays(tensors, prefix=f"pca.{m}")
+        except ValueError as e:
+            raise WeightsError(f"{path}: bad PCA model for {m} ({e})") from None
+    return net, pca_models, header
+
+
+class DenseRegInitialiser(Initialiser):
+    """DenseReg landmark initialiser.
+
+    Parameters
+    ----------
+    net : :class:`DenseRegNet`
+    pca_models : `dict` of markup name -> :class:`ShapePCA`, optional
+    markup : `str`
+        Markup of the returned landmarks (any markup defined on the face template:
+        ``"68"``, ``"98"``, ``"29"``, ``"5"``).
+    pca : `bool`
+        Clean the landmarks up with the PCA model of ``markup`` (must be present).
+    n_components : `int`, optional
+        PCA components used (default: all stored).
+    radius : `float`
+        UV radius of the landmark read-out.
+    name : `str`, optional
+    template : :class:`menpo_densereg.template.face.FaceTemplate`, optional
+    threads : `int` or `None`
+        torch intra-op threads while the network runs (restored afterwards). The
+        default 1 is fastest for this small network on a 2-core CPU, and much more
+        robust when other processes share the cores (2 threads spin-wait on each
+        other); `None` leaves torch's setting alone.
+    """
+
+    def __init__(
+        self,
+        net,
+        pca_models=None,
+        markup="68",
+        pca=False,
+        n_components=None,
+        radius=0.025,
+        name=None,
+        template=None,
+        threads=1,
+    ):
+        from menpo_densereg.template.face import FaceTemplate
+
+        self.net = net.eval()
+        self.config = net.config
+        self.pca_models = dict(pca_models or {})
+        self.markup = get_markup(markup).name
+        self.template = template or FaceTemplate.load()
+        self.landmark_uv = self.template.landmark_uv(self.markup)
+        self.pca = bool(pca)
+        if self.pca and self.markup not in self.pca_models:
+            raise ValueError(
+                f"pca: no PCA shape model for markup {self.markup!r} in this model "
+                f"(available: {sorted(self.pca_models)})"
+            )
+        self.n_components = n_components
+        self.radius = float(radius)
+        self.threads = threads
+        self.name = name or ("DenseReg+PCA" if self.pca else "DenseReg")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_weights(cls, path, **kwargs):
+        """Load from a model file written by :func:`save_densereg`."""
+        net, pca_models, _ = load_densereg(path)
+        return cls(net, pca_models, **kwargs)
+
+    @classmethod
+    def from_fitter_dir(cls, path, **overrides):
+        """Load a fitter folder (``recipe.toml`` + weights).
+
+        The recipe's ``[readout]`` table may set ``markup``, ``pca``, ``n_components``
+        and ``radius``; ``[model] weights`` names the weights file (relative to the
+        folder; default ``weights.safetensors``). ``overrides`` win over the recipe.
+        """
+        from menpo_densereg.fitting.recipes import load_recipe
+
+        path = Path(path)
+        recipe = load_recipe(path)
+        kind = recipe.get("fitter", {}).get("kind")
+        if kind != KIND:
+            raise ValueError(f"{path}/recipe.toml: kind {kind!r} is not {KIND!r}")
+        weights = path / recipe.get("model", {}).get("weights", "weights.safetensors")
+        readout = dict(recipe.get("readout", {}))
+        keys = ("markup", "pca", "n_components", "radius", "threads")
+        kwargs = {k: readout[k] for k in keys if k in readout}
+        kwargs["name"] = recipe["fitter"].get("display_name") or recipe["fitter"].get(
+            "name"
+        )
+        kwargs.update(overrides)
+        return cls.from_weights(weights, **kwargs)
+
+    def with_options(self, **kwargs):
+        """A copy sharing the network with other read-out options (markup, pca...)."""
+        opts = dict(
+            markup=self.markup,
+            pca=self.pca,
+            n_components=self.n_components,
+            radius=self.radius,
+            template=self.template,
+            threads=self.threads,
+        )
+        opts.update(kwargs)
+        if "pca" in kwargs and "name" not in kwargs:
+            opts["name"] = None
+        return type(self)(self.net, self.pca_models, **opts)
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def input_size(self):
+        return self.config.input_size
+
+    def _crop(self, image, bounding_box):
+        check_image(image)
+        return crop_face(
+            image, bounding_box, self.input_size, margin=self.config.margin
+        )
+
+    def predict_crop(self, crop):
+        """Decoded network outputs for one crop, as numpy ``(S, S)`` arrays."""
+        return decode_crop(self.net, crop, self.config.has_residual, self.threads)
+
+    def read_landmarks(self, dense):
+        """Landmarks (crop frame), confidence, visibility from decoded outputs."""
+        pca = self.pca_models[self.markup] if self.pca else None
+        return read_field_landmarks(
+            dense, self.landmark_uv, self.radius, pca, self.n_components
+        )
+
+    def initialise(self, image, bounding_box):
+        """Landmarks of ``self.markup`` (image frame) and per-landmark confidence."""
+        crop, crop_to_image = self._crop(image, bounding_box)
+        dense = self.predict_crop(crop)
+        pts, conf, _ = self.read_landmarks(dense)
+        return crop_to_image.apply(PointCloud(pts, copy=False)), conf
+
+    def dense(self, image, bounding_box, frame="crop"):
+        """The dense outputs as menpo images.
+
+        Parameters
+        ----------
+        image : `menpo.image.Image`
+        bounding_box : `PointCloud`
+        frame : ``"crop"`` or ``"image"``
+            Return the maps on the network's crop (``S x S``) or warped back onto the
+            image (pixels outside the crop are background).
+
+        Returns
+        -------
+        `dict` with ``"u"``, ``"v"``, ``"depth"`` (`MaskedImage`, masked to the face),
+        ``"mask"`` (`BooleanImage`), ``"face_prob"`` (`Image`), ``"parts"`` (`Image`
+        of part labels 0..8, names in ``"part_names"``), ``"crop"`` (the crop the
+        network saw), ``"crop_to_image"`` (transform), ``"landmarks"`` (`PointCloud` of
+        ``self.markup`` in the same frame as the maps), ``"confidence"`` and
+        ``"visible"`` (per landmark).
+        """
+        from menpo.image import BooleanImage, Image, MaskedImage
+
+        if frame not in ("crop", "image"):
+            raise ValueError(f"frame: expected 'crop' or 'image', got {frame!r}")
+        crop, crop_to_image = self._crop(image, bounding_box)
+        d = self.predict_crop(crop)
+        pts, conf, vis = self.read_landmarks(d)
+        mask = d["face_prob"] >= 0.5
+        parts = self.template.parts_from_uv(d["u"], d["v"]) * mask
+        maps = {
+            "u": d["u"],
+            "v": d["v"],
+            "depth": d.get("depth", np.zeros_like(d["u"])),
+            "face_prob": d["face_prob"],
+            "parts": parts.astype(np.float64),
+        }
+        if frame == "image":
+            to_crop = crop_to_image.pseudoinverse()
+            shape = image.shape
+            warped = {}
+            for k, arr in maps.items():
+                order = 0 if k == "parts" else 1
+                warped[k] = (
+                    Image(arr[None])
+                    .warp_to_shape(shape, to_crop, order=order)
+                    .pixels[0]
+                )
+            inside = Image(np.ones((1,) + mask.shape)).warp_to_shape(
+                shape, to_crop, order=0
+            )
+            maps = warped
+            mask = (maps["face_prob"] >= 0.5) & (inside.pixels[0] > 0.5)
+            maps["parts"] = maps["parts"] * mask
+        bmask = BooleanImage(mask.copy())
+        out = {
+            k: MaskedImage(maps[k][None].astype(np.float64), mask=bmask.copy())
+            for k in ("u", "v", "depth")
+        }
+        out["mask"] = bmask
+        out["face_prob"] = Image(maps["face_prob"][None])
+        out["parts"] = Image(np.rint(maps["parts"])[None].astype(np.float64))
+        out["part_names"] = list(self.template.part_names)
+        out["crop"] = crop
+        out["crop_to_image"] = crop_to_image
+        lms = crop_to_image.apply(PointCloud(pts, copy=False))
+        out["landmarks"] = lms if frame == "image" else PointCloud(pts)
+        out["confidence"] = conf
+        out["visible"] = vis
+        return out
+
+    def __str__(self):
+        pca = f", PCA ({self.markup})" if self.pca else ""
+        return (
+            f"DenseRegInitialiser '{self.name}': {self.net}; read-out {self.markup} "
+            f"landmarks, UV radius {self.radius}{pca}"
+        )
+
+
+def from_fitter_dir(path, **overrides):
+    """Registry entry point: a :class:`DenseRegInitialiser` from a fitter folder."""
+    return DenseRegInitialiser.from_fitter_dir(path, **overrides)

@@ -1,0 +1,158 @@
+"""Peer fitters that the benchmark compares against: dlib's ensemble of regression trees.
+
+:class:`DlibPeer` runs dlib's pre-trained 68-point shape predictor (Kazemi & Sullivan,
+CVPR 2014, trained on iBUG 300-W) shipped by the ``face_recognition_models`` package,
+through menpofit's :class:`menpofit.dlib.DlibWrapper`, started from the same bounding
+boxes as every other fitter of the benchmark. dlib is an optional dependency: install the
+``peers`` extra (``pip install menpo-densereg[peers]``).
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from menpo.shape import PointCloud, bounding_box as _bb
+from menpofit.result import Result
+
+from menpo_densereg.fitting.base import box_from_shape, check_image
+from menpo_densereg.data.markups import get_markup
+
+__all__ = ["DlibPeer", "dlib_model_path", "from_fitter_dir", "PEERS_HINT"]
+
+PEERS_HINT = (
+    "the dlib peer needs the optional 'peers' extra: "
+    "pip install 'menpo-densereg[peers]' (dlib-bin and face-recognition-models)"
+)
+
+_MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
+
+
+def _require_dlib():
+    try:
+        import dlib  # noqa: F401
+        import menpofit.dlib  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"{PEERS_HINT} ({e})") from None
+
+
+def dlib_model_path():
+    """Path of dlib's 68-point predictor shipped by ``face_recognition_models``.
+
+    ``face_recognition_models.pose_predictor_model_location()`` imports ``pkg_resources``
+    (absent from setuptools-free environments), so the file is located from the
+    package's install folder instead; the result is the same file.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{PEERS_HINT} (face_recognition_models is not installed)")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "models" / _MODEL_FILE
+        if path.is_file():
+            return path
+    raise ImportError(
+        f"{PEERS_HINT} (face_recognition_models has no models/{_MODEL_FILE})"
+    )
+
+
+class DlibPeer:
+    """dlib's pre-trained 68-point ERT predictor with the menpofit fitter API.
+
+    Parameters
+    ----------
+    model_path : `str` or `Path`, optional
+        A dlib ``shape_predictor`` file; default: the 68-point model of
+        ``face_recognition_models``.
+    name : `str`
+        Name shown in tables.
+    box_scale : `float`
+        The box handed to dlib is the given box scaled about its centre by this factor
+        (1 = the box as given, which is what the benchmark uses for every fitter).
+
+    Raises
+    ------
+    ImportError
+        When dlib / face_recognition_models are missing (names the ``peers`` extra).
+    """
+
+    markup = get_markup("68")
+
+    def __init__(self, model_path=None, name="dlib-ert", box_scale=1.0):
+        _require_dlib()
+        from menpofit.dlib import DlibWrapper
+
+        self.model_path = Path(model_path) if model_path else dlib_model_path()
+        if not self.model_path.is_file():
+            raise ValueError(f"model_path: {self.model_path} does not exist")
+        self.name = name
+        self.box_scale = float(box_scale)
+        self._wrapper = DlibWrapper(str(self.model_path))
+
+    def _box(self, bounding_box):
+        pts = np.asarray(bounding_box.points, dtype=float)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        if self.box_scale != 1.0:
+            c, half = (lo + hi) / 2, (hi - lo) / 2 * self.box_scale
+            lo, hi = c - half, c + half
+        return _bb(lo, hi)
+
+    def fit_from_bb(self, image, bounding_box, gt_shape=None, **kwargs):
+        """Predict the 68 landmarks of the face in ``bounding_box``.
+
+        Returns
+        -------
+        result : `menpofit.result.Result`
+            ``final_shape`` in the (y, x) frame of ``image``; ``initial_shape`` is `None`
+            (dlib starts from its own mean shape inside the box).
+        """
+        check_image(image)
+        box = self._box(bounding_box)
+        # menpofit's DlibWrapper.fit_from_bb stacks a generator with np.vstack, which
+        # numpy 2 refuses; its model and conversions are used directly instead.
+        from menpofit.dlib.conversion import (
+            image_to_dlib_pixels,
+            pointcloud_to_dlib_rect,
+        )
+
+        pixels = image_to_dlib_pixels(image)
+        pred = self._wrapper.algorithm.dlib_model(pixels, pointcloud_to_dlib_rect(box))
+        shape = PointCloud(
+            np.array([(p.y, p.x) for p in pred.parts()], dtype=float).reshape(-1, 2)
+        )
+        return Result(shape, image=image, initial_shape=None, gt_shape=gt_shape)
+
+    def fit_from_shape(self, image, initial_shape, gt_shape=None, **kwargs):
+        """dlib cannot start from a shape: fits from the shape's tight box."""
+        return self.fit_from_bb(
+            image, box_from_shape(initial_shape), gt_shape=gt_shape, **kwargs
+        )
+
+    def __str__(self):
+        return (
+            f"DlibPeer '{self.name}': dlib ERT 68-point predictor ({self.model_path.name})"
+            f", box scale {self.box_scale:g}"
+        )
+
+
+def from_fitter_dir(path):
+    """A :class:`DlibPeer` from ``fitters/<name>/recipe.toml`` (``[fitter] kind = "dlib"``).
+
+    Optional keys in ``[dlib]``: ``model_path`` (relative to the folder), ``box_scale``.
+    """
+    import tomllib
+
+    path = Path(path)
+    recipe_file = path / "recipe.toml"
+    if not recipe_file.is_file():
+        raise ValueError(f"{recipe_file}: recipe not found")
+    with open(recipe_file, "rb") as f:
+        recipe = tomllib.load(f)
+    fitter = recipe.get("fitter", {})
+    cfg = recipe.get("dlib", {})
+    model = cfg.get("model_path")
+    if model:
+        model = path / model
+    return DlibPeer(
+        model_path=model,
+        name=fitter.get("name", path.name),
+        box_scale=cfg.get("box_scale", 1.0),
+    )

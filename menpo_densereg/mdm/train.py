@@ -1,0 +1,544 @@
+"""Training MDM: perturbed starts *and* initialiser outputs, heavy augmentation.
+
+:class:`MDMTrainingSet` turns a few annotated faces into an endless stream of training
+items. Each item draws a face, a random similarity (rotation, scale) of its image, a
+photometric change and an occluder, and a start shape of one of three kinds:
+
+- ``box``: the mean shape aligned (menpofit style) to the ground-truth box jittered in
+  position and scale — what :meth:`MDMFitter.fit_from_bb` starts from;
+- ``init``: the output of an initialiser (any object with ``fit_from_bb``) on that face,
+  carried through the same augmentation — so MDM learns to correct the initialiser's
+  typical errors;
+- ``gt``: the ground truth slightly perturbed (the refiner must not drift when the
+  start is already good).
+
+The network input is then the grey crop around the start shape's box, exactly as at fit
+time (:func:`menpo_densereg.mdm.fitter.prepare_crop`), sampled in one ``grid_sample`` call.
+
+:func:`train_from_recipe` wires a ``fitters/<name>/recipe.toml`` to the shared training
+engine (:func:`menpo_densereg.training.train_loop`) and writes ``mdm.safetensors``.
+"""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from menpo.shape import PointCloud
+
+from menpo_densereg.data.crop import crop_face
+from menpo_densereg.fitting.base import box_from_shape
+from menpo_densereg.mdm.fitter import MDMNet, save_mdm
+
+__all__ = [
+    "SourceFace",
+    "faces_from_images",
+    "faces_from_engine",
+    "MDMTrainingSet",
+    "mdm_loss",
+    "evaluate",
+    "train_mdm",
+    "train_from_recipe",
+    "AUGMENT_DEFAULTS",
+]
+
+#: Augmentation / start-shape settings (recipe ``[augment]``).
+AUGMENT_DEFAULTS = {
+    "rotation_std": 12.0,
+    "max_rotation": 35.0,
+    "scale_range": 0.12,
+    "box_shift": 0.12,
+    "box_scale": 0.12,
+    "p_init": 0.0,
+    "p_gt": 0.1,
+    "gt_noise": 0.03,
+    "init_noise": 0.01,
+    "p_occlude": 0.3,
+    "p_blur": 0.3,
+    "noise_std": 0.03,
+}
+
+_PRE_SIZE = 192
+_PRE_MARGIN = 0.75
+
+
+class SourceFace:
+    """A grey face image (``(H, W)`` float32) with its ground truth and optional start.
+
+    ``init`` is an initialiser's output on this image (same frame as ``gt``).
+    """
+
+    def __init__(self, pixels, gt, init=None, name=""):
+        self.pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        self.gt = np.asarray(gt, dtype=np.float64)
+        self.init = None if init is None else np.asarray(init, dtype=np.float64)
+        self.name = name
+
+
+def _grey(px):
+    px = np.asarray(px, dtype=np.float32)
+    if px.ndim == 3 and px.shape[0] == 3:
+        return 0.2989 * px[0] + 0.5870 * px[1] + 0.1140 * px[2]
+    return px[0] if px.ndim == 3 else px
+
+
+def faces_from_images(images, initialiser=None, group=None, progress=False):
+    """:class:`SourceFace` pre-crops of 68-point annotated menpo images.
+
+    Each image is cropped around its landmarks (wide margin, ``192`` px). With an
+    ``initialiser``, its ``fit_from_bb`` on the tight landmark box is run once per image
+    and stored as the face's ``init`` start.
+    """
+    from tqdm.auto import tqdm
+
+    faces = []
+    for im in tqdm(list(images), desc="MDM sources", disable=not progress):
+        g = group or ("PTS" if "PTS" in im.landmarks else list(im.landmarks.keys())[0])
+        gt = PointCloud(np.asarray(im.landmarks[g].points, dtype=float))
+        box = box_from_shape(gt)
+        init = None
+        if initialiser is not None:
+            init = initialiser.fit_from_bb(im, box).final_shape
+        crop, crop_to_image = crop_face(im, box, _PRE_SIZE, margin=_PRE_MARGIN)
+        to_crop = crop_to_image.pseudoinverse()
+        faces.append(
+            SourceFace(
+                _grey(crop.pixels),
+                to_crop.apply(gt).points,
+                None if init is None else to_crop.apply(init).points,
+                name=str(getattr(im, "path", "")),
+            )
+        )
+    return faces
+
+
+def faces_from_engine(samples):
+    """:class:`SourceFace` s from data-engine dense samples (``image``, ``lm_ibug68``)."""
+    faces = []
+    for s in samples:
+        if float(np.asarray(s.get("has_ibug68", 1.0))) < 0.5:
+            continue
+        faces.append(SourceFace(_grey(s["image"]), np.asarray(s["lm_ibug68"], float)))
+    return faces
+
+
+def _align_to_box(mean, lo, hi):
+    """menpofit's ``align_shape_with_bounding_box`` (similarity of the box corners)."""
+    mlo, mhi = mean.min(axis=0), mean.max(axis=0)
+    src = np.array([mlo, [mlo[0], mhi[1]], mhi, [mhi[0], mlo[1]]])
+    dst = np.array([lo, [lo[0], hi[1]], hi, [hi[0], lo[1]]])
+    sc, dc = src.mean(0), dst.mean(0)
+    s0, d0 = src - sc, dst - dc
+    scale = (s0 * d0).sum() / (s0**2).sum()
+    return (mean - sc) * scale + dc
+
+
+class MDMTrainingSet(torch.utils.data.Dataset):
+    """Endless augmented MDM items: ``image`` (1, S, S), ``gt`` and ``start`` (N, 2).
+
+    Parameters
+    ----------
+    faces : `list` of `SourceFace`
+    mean_shape : ``(N, 2)`` array
+    crop_size, margin : as the network's configuration
+    augment : `dict`, optional
+        Overrides of :data:`AUGMENT_DEFAULTS`.
+    length : `int`
+        Nominal length (items are random; the index seeds them).
+    seed : `int`
+    face_weights : ``(n_faces,)`` array, optional
+        Relative probability of drawing each face (default uniform), e.g. to keep real
+        faces as frequent as many synthetic renders.
+    """
+
+    def __init__(
+        self,
+        faces,
+        mean_shape,
+        crop_size=112,
+        margin=0.25,
+        augment=None,
+        length=100000,
+        seed=0,
+        face_weights=None,
+    ):
+        if not faces:
+            raise ValueError("MDMTrainingSet: no source faces")
+        self.faces = list(faces)
+        self.mean = np.asarray(getattr(mean_shape, "points", mean_shape), dtype=float)
+        from menpo_densereg.data.markups import markup_for_n_points
+
+        self.markup = markup_for_n_points(len(self.mean))
+        if self.markup is None:
+            raise ValueError(f"mean_shape: no known markup has {len(self.mean)} points")
+        self.crop_size = int(crop_size)
+        self.margin = float(margin)
+        self.aug = dict(AUGMENT_DEFAULTS)
+        for k, v in (augment or {}).items():
+            if k not in AUGMENT_DEFAULTS:
+                raise ValueError(f"augment: unknown option {k!r}")
+            self.aug[k] = float(v)
+        self.has_init = [f.init is not None for f in self.faces]
+        w = (
+            np.ones(len(self.faces))
+            if face_weights is None
+            else np.asarray(face_weights, float)
+        )
+        if w.shape != (len(self.faces),) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError("face_weights: expected one non-negative weight per face")
+        self.cum_weights = np.cumsum(w / w.sum())
+        self.length = int(length)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self):
+        return self.length
+
+    def _start(self, rng, face, M, t, gt):
+        a = self.aug
+        u = rng.random()
+        lo, hi = gt.min(0), gt.max(0)
+        side = (hi - lo).mean()
+        if face.init is not None and u < a["p_init"]:
+            start = face.init @ M.T + t
+            start = start + rng.normal(0, a["init_noise"] * side, start.shape)
+            return start, "init"
+        if u < a["p_init"] + a["p_gt"]:
+            c = gt.mean(0)
+            ang = rng.normal(0, 3) * math.pi / 180
+            R = np.array(
+                [[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]]
+            )
+            s = math.exp(rng.normal(0, a["gt_noise"]))
+            start = (gt - c) @ R.T * s + c + rng.normal(0, a["gt_noise"] * side, 2)
+            start = start + rng.normal(0, 0.01 * side, start.shape)
+            return start, "gt"
+        c = (lo + hi) / 2 + rng.uniform(-a["box_shift"], a["box_shift"], 2) * side
+        half = (hi - lo) / 2 * math.exp(rng.uniform(-a["box_scale"], a["box_scale"]))
+        half = half * np.exp(rng.uniform(-0.05, 0.05, 2))
+        return _align_to_box(self.mean, c - half, c + half), "box"
+
+    def __getitem__(self, index):
+        a = self.aug
+        rng = np.random.default_rng([self.seed, int(index), self.epoch])
+        k = int(np.searchsorted(self.cum_weights, rng.random(), side="right"))
+        face = self.faces[min(k, len(self.faces) - 1)]
+        H, W = face.pixels.shape
+        # similarity augmentation of the source image: aug = M @ src + t
+        ang = float(
+            np.clip(
+                rng.normal(0, a["rotation_std"]), -a["max_rotation"], a["max_rotation"]
+            )
+        )
+        ang = ang * math.pi / 180
+        sc = math.exp(rng.uniform(-a["scale_range"], a["scale_range"]))
+        R = (
+            np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
+            * sc
+        )
+        centre = np.array([(H - 1) / 2, (W - 1) / 2])
+        M, t = R, centre - R @ centre
+        gt = face.gt @ M.T + t
+        start, kind = self._start(rng, face, M, t, gt)
+        # network crop around the start's box (as crop_face): crop -> aug coordinates
+        slo, shi = start.min(0), start.max(0)
+        side = (shi - slo).max() * (1 + 2 * self.margin)
+        step = side / self.crop_size
+        offset = (slo + shi) / 2 - step * (self.crop_size - 1) / 2
+        # crop pixel p -> aug = step*p + offset -> src = M^-1 (aug - t)
+        Minv = np.linalg.inv(M)
+        S = self.crop_size
+        ii = np.arange(S, dtype=np.float64)
+        grid_aug = np.stack(np.meshgrid(ii, ii, indexing="ij"), -1) * step + offset
+        src = (grid_aug - t) @ Minv.T
+        gx = src[..., 1] / (W - 1) * 2 - 1
+        gy = src[..., 0] / (H - 1) * 2 - 1
+        grid = torch.from_numpy(np.stack([gx, gy], -1)[None].astype(np.float32))
+        img = torch.from_numpy(face.pixels)[None, None]
+        crop = F.grid_sample(
+            img, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )[0]
+        crop = self._photometric(crop, rng)
+        to_crop = lambda p: (p - offset) / step  # noqa: E731
+        norm = self.markup.normalising_distance(gt) / step
+        return {
+            "norm": torch.tensor(max(norm, 1.0), dtype=torch.float32),
+            "image": crop,
+            "gt": torch.from_numpy(to_crop(gt).astype(np.float32)),
+            "start": torch.from_numpy(to_crop(start).astype(np.float32)),
+            "kind": torch.tensor({"box": 0, "init": 1, "gt": 2}[kind]),
+        }
+
+    def _photometric(self, crop, rng):
+        a = self.aug
+        x = crop
+        gamma = math.exp(rng.uniform(-0.4, 0.4))
+        x = x.clamp(0, 1) ** gamma
+        x = (
+            (x - 0.5) * math.exp(rng.uniform(-0.4, 0.3))
+            + 0.5
+            + rng.uniform(-0.15, 0.15)
+        )
+        if rng.random() < a["p_blur"]:
+            k = torch.tensor([1.0, 2.0, 1.0])
+            k = (k[:, None] * k[None, :]) / 16
+            x = F.conv2d(x[None], k[None, None], padding=1)[0]
+        if rng.random() < a["p_occlude"]:
+            S = x.shape[-1]
+            h, w = rng.integers(S // 8, S // 3, 2)
+            y0, x0 = rng.integers(0, S - h), rng.integers(0, S - w)
+            x = x.clone()
+            x[:, y0 : y0 + h, x0 : x0 + w] = float(rng.random())
+        x = x + torch.from_numpy(
+            rng.normal(0, a["noise_std"] * rng.random(), x.shape).astype(np.float32)
+        )
+        return x.clamp(0, 1)
+
+
+def _iod(gt):
+    return (gt[:, 36] - gt[:, 45]).norm(dim=-1).clamp_min(1.0)
+
+
+def mdm_loss(model, batch, device):
+    """Sum over steps of the mean point error / the markup's normaliser.
+
+    The normaliser is ``batch["norm"]`` (the markup's: outer-eye distance for 68
+    points, GT box average edge for ears), else the 68-point outer-eye distance.
+    """
+    shapes = model(batch["image"], batch["start"])
+    gt = batch["gt"]
+    iod = batch["norm"] if "norm" in batch else _iod(gt)
+    losses = [((s - gt).norm(dim=-1).mean(dim=1) / iod).mean() for s in shapes]
+    loss = sum(losses)
+    with torch.no_grad():
+        start = ((batch["start"] - gt).norm(dim=-1).mean(dim=1) / iod).mean()
+    return loss, {"nme_start": float(start), "nme_final": float(losses[-1].detach())}
+
+
+def evaluate(fitter, images, boxes=None, progress=False):
+    """NME (outer eye corners) of ``fitter.fit_from_bb`` on 68-point images.
+
+    Returns ``(start_errors, final_errors)`` arrays.
+    """
+    from menpo_densereg.evaluation.metrics import nme
+
+    e0, e1 = [], []
+    for k, im in enumerate(images):
+        g = "PTS" if "PTS" in im.landmarks else list(im.landmarks.keys())[0]
+        gt = PointCloud(np.asarray(im.landmarks[g].points, dtype=float))
+        box = boxes[k] if boxes is not None else box_from_shape(gt)
+        res = fitter.fit_from_bb(im, box, gt_shape=gt)
+        e0.append(nme(res.initial_shape, gt))
+        e1.append(nme(res.final_shape, gt))
+    return np.array(e0), np.array(e1)
+
+
+def train_mdm(
+    faces,
+    mean_shape,
+    model_config=None,
+    train_config=None,
+    augment=None,
+    val_fn=None,
+    face_weights=None,
+):
+    """Train an :class:`MDMNet` on :class:`SourceFace` s; returns ``(net, history)``."""
+    from menpo_densereg.training import TrainConfig, train_loop
+
+    net = MDMNet(**(model_config or {}))
+    cfg = train_config or TrainConfig(steps=100, batch_size=16, progress=False)
+    data = MDMTrainingSet(
+        faces,
+        mean_shape,
+        net.config["crop_size"],
+        net.config["margin"],
+        augment,
+        length=max(1000, cfg.steps * cfg.batch_size),
+        seed=cfg.seed,
+        face_weights=face_weights,
+    )
+    history = train_loop(net, data, mdm_loss, cfg, val_fn=val_fn)
+    net.eval()
+    return net, history
+
+
+def train_from_recipe(recipe, fitter_dir, args=None):
+    """Train the recipe's MDM and write ``fitter_dir/<[mdm] weights>``.
+
+    Recipe tables: ``[mdm]`` (``weights`` + :data:`menpo_densereg.mdm.fitter.MDM_DEFAULTS`
+    keys), ``[data]`` (``train`` folders relative to the fitter folder, ``builtin_assets``,
+    ``mirror``, ``initialiser`` (a fitter name; its outputs become ``init`` starts),
+    ``engine_samples`` (number of data-engine renders to add), ``engine_max_yaw``,
+    ``engine_fraction`` (share of training items drawn from the renders)),
+    ``pseudo68`` (folders of other markups whose images get cached 68-point
+    pseudo-labels, :mod:`menpo_densereg.data.pseudolabels`),
+    ``[augment]`` (:data:`AUGMENT_DEFAULTS`), ``[train]`` (:class:`TrainConfig`).
+    """
+    from menpo_densereg.aam.fitter import load_annotated, load_annotated_68
+    from menpo_densereg.fitting.composition import _load_named, mean_face_68
+    from menpo_densereg.data.markups import get_markup
+    from menpo_densereg.cache import cache_dir
+    from menpo_densereg.training import TrainConfig, cli_overrides
+
+    fitter_dir = Path(fitter_dir)
+    # data paths are relative to the recipe's folder (which may differ from --out)
+    base = Path(recipe["_path"]).parent if "_path" in recipe else fitter_dir
+    name = recipe.get("fitter", {}).get("name", fitter_dir.name)
+    mcfg = dict(recipe.get("mdm", {}))
+    weights = fitter_dir / mcfg.pop("weights", "mdm.safetensors")
+    data = dict(recipe.get("data", {}))
+    folders = [
+        Path(f) if Path(f).is_absolute() else (base / f).resolve()
+        for f in data.get("train", [])
+    ]
+    markup = get_markup(mcfg.get("markup", "ibug68")).name
+    held_out = list(data.get("held_out", []))
+    if markup == "ibug68" and not held_out:
+        images = load_annotated_68(
+            folders,
+            data.get("builtin_assets", []),
+            mirror=bool(data.get("mirror", True)),
+        )
+    else:
+        images = load_annotated(folders, markup, exclude=held_out, on_error="skip")
+        if data.get("mirror", False):
+            # ears (no left/right point permutation): a mirrored ear is an ear
+            images = images + [_mirror_plain(im) for im in images]
+    pseudo = [
+        Path(f) if Path(f).is_absolute() else (base / f).resolve()
+        for f in data.get("pseudo68", [])
+    ]
+    n_pseudo = 0
+    if pseudo:
+        pseudo_images = _pseudo_labelled_68(pseudo)
+        n_pseudo = len(pseudo_images)
+        if data.get("mirror", True):
+            from menpo_densereg.aam.fitter import mirror_image
+
+            pseudo_images += [mirror_image(im) for im in pseudo_images]
+        images = images + pseudo_images
+    if not images:
+        raise ValueError(f"{fitter_dir}: no {markup} training images")
+    initialiser = None
+    if data.get("initialiser"):
+        initialiser = _load_named(data["initialiser"], fitter_dir)
+    t0 = time.time()
+    faces = faces_from_images(images, initialiser=initialiser, progress=True)
+    n_real = len(faces)
+    n_engine = int(data.get("engine_samples", 0))
+    face_weights = np.ones(n_real)
+    if n_engine:
+        engine = _engine_faces(images, n_engine, data, seed=int(data.get("seed", 0)))
+        # real and synthetic faces drawn with probabilities (1 - f, f) as groups
+        f = float(data.get("engine_fraction", 0.5))
+        if engine:
+            face_weights = np.concatenate(
+                [
+                    np.full(n_real, (1 - f) / n_real),
+                    np.full(len(engine), f / len(engine)),
+                ]
+            )
+        faces += engine
+    train_tbl = dict(recipe.get("train", {}))
+    train_tbl.setdefault("out_dir", str(cache_dir() / "train" / name))
+    cfg = TrainConfig.from_dict(train_tbl, **cli_overrides(args))
+    augment = dict(recipe.get("augment", {}))
+    if initialiser is None:
+        augment["p_init"] = 0.0
+    if markup == "ibug68":
+        mean = mean_face_68()
+    else:
+        from menpo_densereg.template.ears import procrustes_mean
+
+        mean = PointCloud(
+            np.asarray(
+                procrustes_mean([im.landmarks["PTS"].points for im in images]), float
+            )
+        )
+    net, history = train_mdm(faces, mean, mcfg, cfg, augment, face_weights=face_weights)
+    last = history["train"][-1] if history["train"] else {}
+    extra = {
+        "fitter": name,
+        "train_folders": [str(f) for f in data.get("train", [])],
+        "builtin_assets": list(data.get("builtin_assets", [])),
+        "mirror": bool(data.get("mirror", markup == "ibug68")),
+        "held_out": held_out,
+        "initialiser": data.get("initialiser"),
+        "pseudo68": [str(f) for f in data.get("pseudo68", [])],
+        "n_pseudo68_images": n_pseudo,
+        "engine_samples": n_engine,
+        "engine_fraction": float(data.get("engine_fraction", 0.5)) if n_engine else 0.0,
+        "n_source_faces": len(faces),
+        "steps": history["steps"],
+        "seconds": round(time.time() - t0, 1),
+        "device": history["device"],
+        "final_train_logs": {k: float(v) for k, v in last.items()},
+        "augment": augment,
+    }
+    save_mdm(net, mean, weights, extra=extra)
+    print(
+        f"saved {weights}: {history['steps']} steps in {extra['seconds']} s, "
+        f"{len(faces)} source faces; last logs {extra['final_train_logs']}"
+    )
+    return {"weights": str(weights), "history": history}
+
+
+def _pseudo_labelled_68(folders):
+    """Images of other markups with 68-point pseudo-labels (group ``"PTS"``).
+
+    Uses :func:`menpo_densereg.data.pseudolabels.cached_pseudo_labels` (dlib's ERT filtered
+    by agreement with the manual annotation): distillation from that peer.
+    """
+    from menpo.image import Image
+
+    from menpo_densereg.data.pseudolabels import cached_pseudo_labels
+
+    out = []
+    for folder in folders:
+        for im in cached_pseudo_labels(folder, progress=True):
+            if "ibug68" not in im.landmarks:
+                continue
+            o = Image(im.pixels, copy=False)
+            o.path = getattr(im, "path", None)
+            o.landmarks["PTS"] = PointCloud(
+                np.asarray(im.landmarks["ibug68"].points, float)
+            )
+            out.append(o)
+    return out
+
+
+def _mirror_plain(image):
+    """Left-right mirror with the same point order (markups without a permutation)."""
+    from menpo.image import Image
+
+    pts = np.asarray(image.landmarks["PTS"].points, float).copy()
+    pts[:, 1] = image.shape[1] - 1 - pts[:, 1]
+    out = Image(image.pixels[:, :, ::-1].copy(), copy=False)
+    out.landmarks["PTS"] = PointCloud(pts)
+    return out
+
+
+def _engine_faces(images, n, data, seed=0):
+    """``n`` data-engine renders (re-posed 3D faces) of the training images."""
+    from menpo_densereg.template.synthesis import (
+        DataEngine,
+        SynthConfig,
+        annotated_face,
+    )
+
+    from tqdm.auto import tqdm
+
+    src = []
+    for im in images[: len(images) // 2 if data.get("mirror", True) else None]:
+        try:
+            src.append(annotated_face(im))
+        except Exception as e:  # a face the template cannot fit: skip it
+            print(f"data engine: skipped {getattr(im, 'path', '?')}: {e}")
+    if not src:
+        return []
+    cfg = SynthConfig(max_yaw=float(data.get("engine_max_yaw", 50.0)), size=128)
+    engine = DataEngine(src, cfg, seed=seed, real_fraction=0.0)
+    samples = [engine.sample(i) for i in tqdm(range(n), desc="data engine")]
+    return faces_from_engine(samples)

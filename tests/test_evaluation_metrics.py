@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from menpo.shape import PointCloud
+
+from menpo_densereg.evaluation.metrics import (
+    auc,
+    ced,
+    error_stats,
+    failure_rate,
+    nme,
+    normaliser,
+    plot_ced,
+    point_errors,
+    stats_table,
+)
+
+
+def _face68(scale=1.0):
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 100, size=(68, 2))
+    pts[36] = [50, 20]
+    pts[45] = [50, 80]  # outer eye corners 60 px apart
+    return PointCloud(pts * scale)
+
+
+def test_nme_by_hand_outer_eye_corners():
+    gt = _face68()
+    pred = PointCloud(gt.points + np.array([3.0, 4.0]))  # every point off by 5 px
+    assert normaliser(gt) == pytest.approx(60.0)
+    assert nme(pred, gt) == pytest.approx(5.0 / 60.0)
+
+
+def test_nme_other_normalisers():
+    gt = PointCloud(np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 30.0], [0.0, 30.0]]))
+    pred = PointCloud(gt.points + [[0, 2], [0, 0], [0, 0], [0, 0]])
+    # unknown markup -> average edge of the GT box = (10 + 30) / 2
+    assert nme(pred, gt) == pytest.approx(0.5 / 20.0)
+    assert normaliser(gt, kind="diagonal") == pytest.approx(np.hypot(10, 30))
+
+
+def test_point_errors_shape_mismatch():
+    with pytest.raises(ValueError, match="shapes differ"):
+        point_errors(np.zeros((5, 2)), np.zeros((68, 2)))
+
+
+def test_ced_auc_fr_hand_computed():
+    e = np.array([0.02, 0.04, 0.06, 0.2])
+    assert list(ced(e, [0.0, 0.04, 0.05, 0.1])) == [0.0, 0.5, 0.5, 0.75]
+    # exact AUC@0.1: mean(max(0, 0.1 - e)) / 0.1 = (0.08 + 0.06 + 0.04 + 0) / 4 / 0.1
+    assert auc(e, 0.1) == pytest.approx(0.45)
+    assert failure_rate(e, 0.1) == pytest.approx(0.25)
+    assert failure_rate(e, 0.05) == pytest.approx(0.5)
+    # the exact AUC agrees with a fine numerical integral of the CED
+    x = np.linspace(0, 0.1, 100001)
+    assert auc(e, 0.1) == pytest.approx(np.trapezoid(ced(e, x), x) / 0.1, abs=1e-4)
+
+
+def test_error_stats_and_table():
+    s = error_stats("m", [0.01, 0.03, 0.05, 0.2, 0.02])
+    assert s.n == 5 and s.median == pytest.approx(0.03)
+    assert s.fr[0.08] == pytest.approx(0.2)
+    table = stats_table([s], normaliser_name="x")
+    assert (
+        "AUC@0.08%" in table
+        and "FR@0.1%" in table
+        and table.splitlines()[-1].startswith("m")
+    )
+    assert "n=5" in str(s)
+
+
+def test_plot_ced_writes_png(tmp_path):
+    p = plot_ced({"a": [0.01, 0.05], "b": [0.02, 0.2]}, tmp_path / "ced.png")
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

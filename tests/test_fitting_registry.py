@@ -1,0 +1,27 @@
+import pytest
+
+from menpo_densereg.cli import main
+from menpo_densereg.fitting.registry import fitter_dir, list_fitters, load_fitter
+
+
+def test_unknown_fitter_lists_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="not one of the shipped fitters"):
+        fitter_dir("definitely-not-a-fitter")
+
+
+def test_fitter_dir_accepts_paths_and_rejects_unknown_kinds(tmp_path):
+    (tmp_path / "recipe.toml").write_text("[fitter]\nkind = 'teleport'\nname = 'x'\n")
+    assert fitter_dir(tmp_path) == tmp_path
+    with pytest.raises(ValueError, match="unknown fitter kind 'teleport'"):
+        load_fitter(tmp_path, cache=False)
+    assert main(["train", str(tmp_path)]) == 2
+
+
+def test_shipped_fitters_have_recipes_and_cards():
+    from menpo_densereg.fitting.registry import fitters_root
+    from menpo_densereg.fitting.recipes import load_recipe
+
+    for name in list_fitters():
+        recipe = load_recipe(fitters_root() / name)
+        assert recipe["fitter"]["kind"]
+        assert (fitters_root() / name / "CARD.md").is_file(), name
