@@ -21,7 +21,9 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 def main(argv=None):
     import menpo_densereg  # noqa: F401
-    from menpo_densereg.aam.fitter import AAMFitter, build_patch_aam, load_annotated_68
+    from menpo_densereg.aam.build import build_patch_aam
+    from menpo_densereg.aam.fitter import AAMFitter
+    from menpo_densereg.data.annotated import load_annotated_68
     from menpo_densereg.mdm.train import evaluate
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -21,7 +21,7 @@ def main(argv=None):
     import menpo_densereg  # noqa: F401
     from menpo.shape import PointCloud
 
-    from menpo_densereg.aam.fitter import load_annotated
+    from menpo_densereg.data.annotated import load_annotated
     from menpo_densereg.data.boxes import box_from_landmarks, detector_box
     from menpo_densereg.fitting.composition import BoxInitialiser, InitialisedFitter
     from menpo_densereg.data.markups import get_markup

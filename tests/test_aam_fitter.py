@@ -6,16 +6,15 @@ import pytest
 from menpo.shape import PointCloud
 from menpofit.fitter import align_shape_with_bounding_box
 
-from menpo_densereg.aam.fitter import (
-    AAMFitter,
+from menpo_densereg.aam.build import (
     build_patch_aam,
     cached_patch_aam,
-    from_fitter_dir,
     load_aam,
-    mirror_image,
-    orient_hist,
     save_aam,
 )
+from menpo_densereg.aam.features import orient_hist
+from menpo_densereg.aam.fitter import AAMFitter, from_fitter_dir
+from menpo_densereg.data.annotated import mirror_image
 from menpo_densereg.fitting.base import box_from_shape
 from menpo_densereg.fitting.weights import WeightsError
 

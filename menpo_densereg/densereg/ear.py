@@ -35,10 +35,10 @@ from menpo.shape import PointCloud
 
 from menpo_densereg.data.crop import crop_face
 from menpo_densereg.fitting.inference import network_from_weights
-from menpo_densereg.densereg.initialiser import decode_crop, read_field_landmarks
+from menpo_densereg.densereg.initialiser import DenseRegInitialiser
 from menpo_densereg.densereg.network import DenseRegConfig, DenseRegNet
 from menpo_densereg.template.ears import EarSpace, ear_dense_ground_truth
-from menpo_densereg.fitting.base import Initialiser, box_from_shape, check_image
+from menpo_densereg.fitting.base import box_from_shape
 from menpo_densereg.data.markups import check_shape
 from menpo_densereg.densereg.readout import ShapePCA
 from menpo_densereg.fitting.weights import WeightsError, load_weights, save_weights
@@ -390,8 +390,13 @@ def load_ear_densereg(path):
 
 
 # --------------------------------------------------------------------------- initialiser
-class EarDenseRegInitialiser(Initialiser):
+class EarDenseRegInitialiser(DenseRegInitialiser):
     """DenseReg-ear: 55 ear landmarks read from a dense reference-ear (u, v) field.
+
+    The face initialiser with the ear's (u, v) space in place of the face template:
+    the network, the crop, the decoding and the landmark read-out (with the optional
+    PCA clean-up) are :class:`~menpo_densereg.densereg.initialiser.DenseRegInitialiser`'s;
+    only the space the landmarks live in (an :class:`EarSpace`, DenseReg §4.3) differs.
 
     Parameters
     ----------
@@ -409,8 +414,6 @@ class EarDenseRegInitialiser(Initialiser):
         torch threads while the network runs (1 is fastest on a busy 2-core CPU).
     """
 
-    markup = "ear55"
-
     def __init__(
         self,
         net,
@@ -422,21 +425,29 @@ class EarDenseRegInitialiser(Initialiser):
         name=None,
         threads=1,
     ):
-        self.net = net.eval()
-        self.config = net.config
-        self.space = space
-        self.landmark_uv = space.landmark_uv()
-        self.pca_model = pca
-        self.pca = bool(use_pca)
-        if self.pca and pca is None:
+        if use_pca and pca is None:
             raise ValueError("use_pca: this model has no PCA shape model")
-        self.n_components = n_components
-        self.radius = float(radius)
-        self.threads = threads
-        self.name = name or ("DenseReg-ear+PCA" if self.pca else "DenseReg-ear")
+        self.space = space
+        super().__init__(
+            net,
+            {"ear55": pca} if pca is not None else None,
+            markup="ear55",
+            pca=use_pca,
+            n_components=n_components,
+            radius=radius,
+            name=name or ("DenseReg-ear+PCA" if use_pca else "DenseReg-ear"),
+            template=space,
+            threads=threads,
+        )
+
+    @property
+    def pca_model(self):
+        """The ear PCA shape model, or `None`."""
+        return self.pca_models.get("ear55")
 
     @classmethod
     def from_weights(cls, path, **kwargs):
+        """Load from a model file written by :func:`save_ear_densereg`."""
         net, space, pca, _ = load_ear_densereg(path)
         return cls(net, space, pca, **kwargs)
 
@@ -451,32 +462,10 @@ class EarDenseRegInitialiser(Initialiser):
         opts.update(kwargs)
         return type(self)(self.net, self.space, self.pca_model, **opts)
 
-    def predict_crop(self, crop):
-        """Decoded outputs (``u``, ``v``, ``face_prob``...) of one crop, numpy (S, S)."""
-        return decode_crop(self.net, crop, self.config.has_residual, self.threads)
-
-    def read_landmarks(self, dense):
-        """Landmarks (crop frame), confidence, visibility from decoded outputs."""
-        pca = self.pca_model if self.pca else None
-        return read_field_landmarks(
-            dense, self.landmark_uv, self.radius, pca, self.n_components
-        )
-
-    def initialise(self, image, bounding_box):
-        check_image(image)
-        crop, c2i = crop_face(
-            image, bounding_box, self.config.input_size, margin=self.config.margin
-        )
-        pts, conf, _ = self.read_landmarks(self.predict_crop(crop))
-        return c2i.apply(PointCloud(pts, copy=False)), conf
-
     def dense(self, image, bounding_box):
         """Crop-frame outputs: ``crop``, ``crop_to_image``, ``u``, ``v``, ``face_prob``,
         ``mask`` (face_prob >= 0.5), ``landmarks`` (crop frame) and ``confidence``."""
-        check_image(image)
-        crop, c2i = crop_face(
-            image, bounding_box, self.config.input_size, margin=self.config.margin
-        )
+        crop, c2i = self._crop(image, bounding_box)
         d = self.predict_crop(crop)
         pts, conf, _ = self.read_landmarks(d)
         return {
@@ -594,7 +583,7 @@ def train_ear_densereg(
     """
     from menpo_densereg.densereg.losses import DenseRegLossConfig
     from menpo_densereg.densereg.train import make_loss_fn
-    from menpo_densereg.training import TrainConfig, train_loop
+    from menpo_densereg.training import TrainConfig, seed_everything, train_loop
 
     shapes = [_pts(im.landmarks["ear55"]) for im in train_images]
     space = EarSpace.from_shapes(canonical_ear_shapes(shapes))
@@ -611,10 +600,11 @@ def train_ear_densereg(
             }
         )
     )
+    tc = train_config or TrainConfig(steps=50, batch_size=8, progress=False)
+    seed_everything(tc.seed)  # before the network is built: same seed, same run
     net = DenseRegNet(cfg)
     if init_backbone is not None:
         _load_backbone(net, init_backbone)
-    tc = train_config or TrainConfig(steps=50, batch_size=8, progress=False)
     data = EarDenseDataset(
         train_images,
         space,
@@ -647,13 +637,14 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     (``[readout] pca`` only decides whether a fitter folder uses it).
     """
     from menpo_densereg.densereg.losses import DenseRegLossConfig
-    from menpo_densereg.cache import cache_dir
-    from menpo_densereg.training import TrainConfig, cli_overrides
+    from menpo_densereg.training import recipe_train_config
 
     kind = recipe["fitter"]["kind"]
     if kind != KIND:
         raise ValueError(f"recipe kind {kind!r} is not {KIND!r}")
     fitter_dir = Path(fitter_dir)
+    # the run's own folder (fitter folder + recipe hash); seeded before anything is built
+    tc = recipe_train_config(recipe, fitter_dir, args)
     name = recipe["fitter"].get("name", fitter_dir.name)
     train, test = recipe_split(recipe, fitter_dir)
     model = dict(recipe.get("model", {}))
@@ -665,9 +656,6 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     net_cfg = DenseRegConfig.from_dict(
         {"depth_head": False, "input_size": 96, "width": 16, "n_bins": 8, **model}
     )
-    tt = dict(recipe.get("train", {}))
-    tt.setdefault("out_dir", str(cache_dir() / "train" / name))
-    tc = TrainConfig.from_dict(tt, **cli_overrides(args))
     lc = DenseRegLossConfig(**{"depth_weight": 0.0, **recipe.get("loss", {})})
     t0 = time.time()
     net, space, pca, history = train_ear_densereg(

@@ -45,34 +45,33 @@ def _check_ear(shape, what):
     return pts
 
 
-def _align(src, dst):
-    """Similarity (no reflection) aligning ``src`` onto ``dst`` (both centred)."""
-    U, S, Vt = np.linalg.svd(src.T @ dst)
-    D = np.eye(2)
-    D[1, 1] = np.sign(np.linalg.det(U @ Vt))
-    R = U @ D @ Vt
-    s = (S * np.diag(D)).sum() / (src**2).sum()
-    return s * src @ R
-
-
-def procrustes_mean(shapes, n_iters=20):
+def procrustes_mean(shapes):
     """Generalised Procrustes analysis (similarity, no reflection) → mean shape.
 
-    The mean keeps the orientation of the first shape and unit RMS size.
+    menpo's :class:`~menpo.transform.GeneralizedProcrustesAnalysis` does the alignment;
+    the mean keeps the orientation of the first shape and is returned centred, with unit
+    RMS size.
+
+    Parameters
+    ----------
+    shapes : sequence of ``(n, 2)`` `ndarray`
+        The shapes (at least one).
+
+    Returns
+    -------
+    mean : ``(n, 2)`` `ndarray`
     """
-    X = [p - p.mean(0) for p in shapes]
-    X = [p / np.sqrt((p**2).sum(1).mean()) for p in X]
-    mean = X[0].copy()
-    for _ in range(n_iters):
-        aligned = [_align(p, mean) for p in X]
-        new = np.mean(aligned, 0)
-        new = _align(new - new.mean(0), X[0])
-        new /= np.sqrt((new**2).sum(1).mean())
-        if np.abs(new - mean).max() < 1e-9:
-            mean = new
-            break
-        mean = new
-    return mean
+    from menpo.transform import AlignmentSimilarity, GeneralizedProcrustesAnalysis
+
+    clouds = [PointCloud(np.asarray(p, float)) for p in shapes]
+    if len(clouds) == 1:
+        mean = clouds[0].points.copy()
+    else:
+        gpa = GeneralizedProcrustesAnalysis(clouds, target=clouds[0])
+        mean = gpa.mean_aligned_shape()
+        mean = AlignmentSimilarity(mean, clouds[0]).aligned_source().points
+    mean = mean - mean.mean(0)
+    return mean / np.sqrt((mean**2).sum(1).mean())
 
 
 class EarSpace:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from menpo.image import Image
 from menpo.shape import PointCloud
+from menpo.transform import AlignmentSimilarity
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -516,18 +517,6 @@ def _background(size, rng, pool):
     return np.clip(bg, 0, 1).astype(np.float32)
 
 
-def _similarity(src, dst):
-    """``(2, 3)`` least-squares similarity (no reflection) mapping ``src`` onto ``dst``."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = np.linalg.svd(b.T @ a)
-    D = np.diag([1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ D @ Vt
-    s = (S * np.diag(D)).sum() / max((a**2).sum(), 1e-12)
-    M = s * R
-    return np.concatenate([M, (md - M @ ms)[:, None]], 1)
-
-
 def _compose(A, B):
     """``A`` after ``B`` for (2, 3) affine maps."""
     M = A[:, :2] @ B[:, :2]
@@ -540,7 +529,8 @@ def _context_background(textured, lm68_posed, A, size):
     ctx, ctx_to_image = textured.context()
     inner = slice(17, 68)
     src = textured.face.fit.landmarks("ibug68", march=False)[0][inner]
-    T = _similarity(lm68_posed[inner], src)  # posed frame -> source image
+    # posed frame -> source image (least-squares similarity, no reflection)
+    T = AlignmentSimilarity(PointCloud(lm68_posed[inner]), PointCloud(src)).h_matrix[:2]
     M = _compose(_invert(ctx_to_image), _compose(T, A))  # crop -> context
     return _warp_pixels(ctx, M, size)
 
