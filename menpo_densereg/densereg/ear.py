@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from menpo.shape import PointCloud
 
 from menpo_densereg.data.crop import crop_face
-from menpo_densereg.fitting.inference import network_from_weights
-from menpo_densereg.densereg.initialiser import DenseRegInitialiser
+from menpo_densereg.densereg.initialiser import DenseRegInitialiser, read_model_file
 from menpo_densereg.densereg.network import DenseRegConfig, DenseRegNet
 from menpo_densereg.template.ears import EarSpace, ear_dense_ground_truth
 from menpo_densereg.fitting.base import box_from_shape
@@ -362,15 +361,8 @@ def load_ear_densereg(path):
         Missing, corrupt, foreign or inconsistent files (the message names the file).
     """
     path = Path(path)
-    tensors, header = load_weights(path, kind=KIND)
+    tensors, header, net = read_model_file(path, KIND, "ear DenseReg")
     cfg = header.get("config", {})
-    net = network_from_weights(
-        path,
-        tensors,
-        header,
-        lambda d: DenseRegNet(DenseRegConfig.from_dict(d)),
-        "ear DenseReg",
-    )
     try:
         space = EarSpace(
             tensors["space.reference"].double().numpy(), cfg.get("space_n_shapes", 0)

@@ -90,6 +90,37 @@ def save_densereg(path, net, pca_models=None, extra=None):
     save_weights(path, tensors, KIND, config=config, extra=extra)
 
 
+def read_model_file(path, kind, what):
+    """Tensors, header and network of a DenseReg-family model file (face or ear).
+
+    Parameters
+    ----------
+    path : `Path`
+    kind : `str`
+        The file kind expected in its header.
+    what : `str`
+        What the model is, for error messages.
+
+    Returns
+    -------
+    tensors : `dict`, header : `dict`, net : :class:`DenseRegNet`
+
+    Raises
+    ------
+    WeightsError
+        Missing, corrupt, foreign or inconsistent files (the message names the file).
+    """
+    tensors, header = load_weights(path, kind=kind)
+    net = network_from_weights(
+        path,
+        tensors,
+        header,
+        lambda d: DenseRegNet(DenseRegConfig.from_dict(d)),
+        what,
+    )
+    return tensors, header, net
+
+
 def load_densereg(path):
     """Load a DenseReg model file.
 
@@ -105,15 +136,8 @@ def load_densereg(path):
         Missing, corrupt, foreign or inconsistent files (the message names the file).
     """
     path = Path(path)
-    tensors, header = load_weights(path, kind=KIND)
+    tensors, header, net = read_model_file(path, KIND, "DenseReg")
     cfg = header.get("config", {})
-    net = network_from_weights(
-        path,
-        tensors,
-        header,
-        lambda d: DenseRegNet(DenseRegConfig.from_dict(d)),
-        "DenseReg",
-    )
     pca_models = {}
     for m in cfg.get("pca_markups", []):
         try:
