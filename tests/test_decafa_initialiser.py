@@ -148,3 +148,34 @@ def test_shipped_fitter_beats_a_loose_bound_on_unseen_faces():
         errors.append(np.linalg.norm(shape.points - gt.points, axis=1).mean() / d68)
     # measured 7.45 % (takeo) and 8.62 % (lenna) with the shipped weights
     assert max(errors) < 0.12
+
+
+def test_network_and_confidence_run_on_one_thread_by_default():
+    # DeCaFA used torch's default thread count (one per core); under load the threads
+    # spin-wait on each other. Every torch op of a fit must run inside the 1-thread guard.
+    net = _net()
+    init = DecafaInitialiser(net)
+    seen = []
+    net.register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's setting, which the fit must restore
+    before = torch.get_num_threads()
+    calls = []
+    real = torch.nn.functional.avg_pool2d
+
+    def spy(*args, **kwargs):
+        calls.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    im = _image()
+    box = bounding_box((8.0, 8.0), (56.0, 56.0))
+    torch.nn.functional.avg_pool2d = spy
+    try:
+        init.initialise(im, box)
+    finally:
+        torch.nn.functional.avg_pool2d = real
+        after = torch.get_num_threads()
+        torch.set_num_threads(original)
+    assert seen == [1]
+    assert calls and set(calls) == {1}
+    assert after == before
