@@ -22,7 +22,8 @@ def configure_parser(parser):
         "--no-resume",
         dest="resume",
         action="store_false",
-        help="start afresh even if a checkpoint exists",
+        help="start afresh even if a checkpoint exists (a checkpoint of another "
+        "configuration is never resumed: it is refused with an error)",
     )
     parser.add_argument(
         "--out",
@@ -48,6 +49,8 @@ def run(args):
     out = args.out or d
     if args.out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.toml").write_text(Path(recipe["_path"]).read_text())
+        from menpo_densereg.atomic import atomic_write_text
+
+        atomic_write_text(out / "recipe.toml", Path(recipe["_path"]).read_text())
     module.train_from_recipe(recipe, out, args)
     return 0

@@ -36,6 +36,10 @@ __all__ = [
     "DatasetError",
     "ReadResult",
     "read_image",
+    "to_pil_rgb",
+    "max_pixels",
+    "MAX_PIXELS",
+    "PtsFolder",
     "read_pts",
     "write_pts",
     "read_pts_folder",
@@ -71,44 +75,126 @@ def group_name(n_points):
     return m.name if m is not None else "pts"
 
 
-def read_image(path):
+#: Default largest image read (pixels): 64 MP, far above any face photo, far below
+#: the decompression bombs (a 166 kB PNG of 13,000 x 13,000 pixels decodes to GBs).
+MAX_PIXELS = 64_000_000
+
+
+def max_pixels():
+    """The pixel limit of :func:`read_image` (``$MENPO_DENSEREG_MAX_PIXELS`` or 64 MP)."""
+    import os
+
+    env = os.environ.get("MENPO_DENSEREG_MAX_PIXELS")
+    if env:
+        try:
+            value = int(float(env))
+        except ValueError:
+            raise ValueError(
+                f"MENPO_DENSEREG_MAX_PIXELS={env!r}: expected a number of pixels"
+            ) from None
+        if value < 4:
+            raise ValueError(f"MENPO_DENSEREG_MAX_PIXELS={env!r}: expected >= 4")
+        return value
+    return MAX_PIXELS
+
+
+def read_image(path, max_pixels=None):
     """Read an image file into a float menpo `Image` in [0, 1] (RGB or grey).
+
+    The one image reader of every command (``fit``, ``benchmark``, the dataset
+    readers): 8- and 16-bit, grey, RGB, RGBA and palette files all give the same
+    [0, 1] float32 pixels (16-bit is scaled by 65535, never clipped to 8 bits; alpha
+    is dropped; palettes are expanded). The image size is checked from the header
+    before anything is decoded.
+
+    Parameters
+    ----------
+    path : `str` or `Path`
+    max_pixels : `int`, optional
+        Largest accepted width x height (default :func:`max_pixels`).
 
     Raises
     ------
     DatasetError
-        Missing, unreadable or empty image.
+        Missing, unreadable, empty, or larger than ``max_pixels`` (a decompression
+        bomb is refused before it is decoded).
     """
+    import warnings
+
     import PIL.Image
 
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
+    limit = int(max_pixels) if max_pixels is not None else globals()["max_pixels"]()
     try:
-        with PIL.Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if mode != "I" or arr.max() > 255 else 255.0
-                pixels = (arr / top)[None]
-            elif mode == "F":
-                arr = np.asarray(im, dtype=np.float64)
-                pixels = np.clip(arr, 0, 1)[None]
-            elif mode in ("L", "1"):
-                pixels = (np.asarray(im.convert("L"), dtype=np.float64) / 255.0)[None]
-            else:  # RGB, RGBA, P, LA, CMYK, YCbCr...
-                arr = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
-                pixels = np.moveaxis(arr, -1, 0)
+        with warnings.catch_warnings():
+            # PIL warns above its own limit (89 MP) and refuses at twice it: follow
+            # ours, up to PIL's hard refusal (reported below with our message)
+            warnings.simplefilter(
+                "error" if limit <= PIL.Image.MAX_IMAGE_PIXELS else "ignore",
+                PIL.Image.DecompressionBombWarning,
+            )
+            with PIL.Image.open(path) as im:
+                w, h = im.size
+                if w * h > limit:
+                    raise DatasetError(
+                        f"{path}: image of {w}x{h} = {w * h / 1e6:.1f} MP exceeds the "
+                        f"{limit / 1e6:.1f} MP limit (a decompression bomb?); raise "
+                        "it with MENPO_DENSEREG_MAX_PIXELS if the image is genuine"
+                    )
+                im.load()
+                pixels = _pil_to_pixels(im)
+    except DatasetError:
+        raise
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
+        raise DatasetError(
+            f"{path}: image exceeds the {limit / 1e6:.1f} MP limit (a decompression "
+            f"bomb? {e}); raise it with MENPO_DENSEREG_MAX_PIXELS if the image is "
+            "genuine"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"{path}: unreadable image ({e})") from None
     if pixels.shape[1] < 2 or pixels.shape[2] < 2:
         raise DatasetError(f"{path}: image is empty ({pixels.shape[1:]})")
-    image = Image(
-        np.ascontiguousarray(np.clip(pixels, 0, 1), dtype=np.float32), copy=False
-    )
+    image = Image(pixels, copy=False)
     image.path = path
     return image
+
+
+def _pil_to_pixels(im):
+    """Channels-first float32 pixels in [0, 1] from a loaded PIL image."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if mode != "I" or arr.max() > 255 else 255.0
+        pixels = (arr / np.float32(top))[None]
+    elif mode == "F":
+        pixels = np.asarray(im, dtype=np.float32)[None]
+    elif mode in ("L", "1"):
+        pixels = (np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255))[None]
+    else:  # RGB, RGBA, P, CMYK, YCbCr...
+        arr = np.asarray(im.convert("RGB"))
+        pixels = np.empty((3,) + arr.shape[:2], dtype=np.float32)
+        for c in range(3):
+            np.divide(arr[..., c], np.float32(255), out=pixels[c], dtype=np.float32)
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    np.clip(pixels, 0, 1, out=pixels)
+    return pixels
+
+
+def to_pil_rgb(image):
+    """An 8-bit RGB PIL image of a menpo image read by :func:`read_image`.
+
+    For detectors and overlays: grey images are repeated on three channels.
+    """
+    import PIL.Image
+
+    px = np.asarray(image.pixels, dtype=np.float32)
+    if px.shape[0] == 1:
+        px = np.repeat(px, 3, axis=0)
+    arr = np.moveaxis(np.clip(px[:3] * 255 + 0.5, 0, 255).astype(np.uint8), 0, -1)
+    return PIL.Image.fromarray(np.ascontiguousarray(arr), "RGB")
 
 
 def read_pts(path, n_points=None, allow_outside=True):
@@ -225,12 +311,12 @@ def _collect(items, loader, on_error, progress, desc):
     return out
 
 
-def _load_pair(pair, n_points=None):
+def _load_pair(pair, n_points=None, max_pixels=None):
     img_path, pts_path = pair
     if img_path is None:
         raise DatasetError(f"{pts_path}: no image beside the landmark file")
     shape = read_pts(pts_path, n_points=n_points)
-    image = read_image(img_path)
+    image = read_image(img_path, max_pixels=max_pixels)
     _check_inside(image, shape, pts_path)
     image.landmarks_path = pts_path
     return _attach(image, shape)
@@ -274,6 +360,78 @@ def read_pts_folder(
         progress,
         f"reading {folder.name}",
     )
+
+
+class PtsFolder:
+    """A folder tree of ``image + .pts`` pairs read lazily, one image at a time.
+
+    The pairs are listed up front (cheap: no image is opened); iterating reads, yields
+    and forgets one image after another, so the memory a consumer needs does not grow
+    with the folder. Bad items are skipped and recorded in ``bad`` as they are met.
+
+    Parameters
+    ----------
+    folder : `str` or `Path`
+    recursive : `bool`
+    n_points : `int`, optional
+        Expected point count (a file with another count is a bad item).
+    limit : `int`, optional
+        Stop after this many usable images (nothing beyond them is read).
+    max_pixels : `int`, optional
+        Pixel limit of :func:`read_image`.
+
+    Raises
+    ------
+    DatasetError
+        Missing folder, or no ``.pts`` file in it.
+    """
+
+    def __init__(
+        self, folder, recursive=True, n_points=None, limit=None, max_pixels=None
+    ):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DatasetError(f"{self.folder}: folder not found")
+        if limit is not None and int(limit) < 1:
+            raise ValueError(
+                f"limit: expected a positive number of images, got {limit}"
+            )
+        pattern = "**/*.pts" if recursive else "*.pts"
+        pts_files = sorted(self.folder.glob(pattern))
+        if not pts_files:
+            raise DatasetError(f"{self.folder}: no .pts landmark files found")
+        self.pairs = [(_find_image(p), p) for p in pts_files]
+        self.n_points = n_points
+        self.limit = None if limit is None else int(limit)
+        self.max_pixels = max_pixels
+        self.bad = []
+        self.n_read = 0
+
+    def __len__(self):
+        """Images this folder can give at most (before bad items are found)."""
+        n = len(self.pairs)
+        return n if self.limit is None else min(n, self.limit)
+
+    def __str__(self):
+        return (
+            f"{self.folder}: {len(self.pairs)} landmark files, {self.n_read} images "
+            f"read, {len(self.bad)} bad items skipped"
+        )
+
+    def __iter__(self):
+        self.bad, self.n_read = [], 0
+        for img_path, pts_path in self.pairs:
+            if self.limit is not None and self.n_read >= self.limit:
+                return
+            try:
+                image = _load_pair(
+                    (img_path, pts_path), self.n_points, max_pixels=self.max_pixels
+                )
+            except DatasetError as e:
+                self.bad.append((str(img_path or pts_path), str(e)))
+                continue
+            self.n_read += 1
+            yield image
 
 
 def read_300vw(root, clips=None, on_error="raise", progress=False):

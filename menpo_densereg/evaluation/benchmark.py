@@ -7,9 +7,11 @@ differs from the data is evaluated through a known correspondence (its predictio
 converted to the data's markup, or else the ground truth to the fitter's markup).
 """
 
+import contextlib
 import csv
 import io
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +34,18 @@ from menpo_densereg.evaluation.metrics import (
     stats_table,
 )
 
-__all__ = ["ImageRecord", "BenchmarkResult", "run_benchmark", "gt_group"]
+__all__ = [
+    "ImageRecord",
+    "BenchmarkResult",
+    "run_benchmark",
+    "gt_group",
+    "output_lock",
+    "OUTPUT_PATTERNS",
+    "remove_outputs",
+]
+
+#: The files a benchmark writes into its output folder (the CED plots are per protocol).
+OUTPUT_PATTERNS = ("table.txt", "per_image.csv", "summary.json", "ced_*.png")
 
 
 @dataclass
@@ -108,7 +121,18 @@ class BenchmarkResult:
                 )
                 title = f"[{boxes} boxes] {markup.name}"
                 if boxes == "detector":
-                    title += f" ({n_fallback} fits fell back to the GT box)"
+                    found = {}  # image -> the detector that found it (or "gt")
+                    for r in self.records:
+                        if r.boxes == boxes and r.markup == mk:
+                            found[r.image] = r.box_source
+                    by = ", ".join(
+                        f"{k} {list(found.values()).count(k)}"
+                        for k in sorted(set(found.values()))
+                    )
+                    title += (
+                        f" ({n_fallback} fits fell back to the GT box; images by box "
+                        f"source: {by}; detector boxes calibrated to the landmark box)"
+                    )
                 out.append(title)
                 out.append(
                     stats_table(
@@ -122,6 +146,14 @@ class BenchmarkResult:
             out.append(f"{len(self.bad_items)} bad input items skipped:")
             out += [f"  {p}: {why}" for p, why in self.bad_items]
         return "\n".join(out)
+
+    def n_measured(self):
+        """Fits that gave an error value (records without an error)."""
+        return sum(1 for r in self.records if not r.error)
+
+    def failures(self):
+        """``[(image, method, error)]`` of the fits that failed."""
+        return [(r.image, r.method, r.error) for r in self.records if r.error]
 
     def csv(self):
         buf = io.StringIO()
@@ -169,8 +201,89 @@ class BenchmarkResult:
                 }
         paths["summary"] = out_dir / "summary.json"
         summary["bad_items"] = self.bad_items
+        summary["n_measured"] = self.n_measured()
+        summary["written"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_text(paths["summary"], json.dumps(summary, indent=1, default=str))
+        # plots of an earlier run (another protocol or markup) must not look current
+        remove_outputs(out_dir, keep=paths.values())
         return paths
+
+
+def remove_outputs(out_dir, keep=()):
+    """Delete benchmark outputs (:data:`OUTPUT_PATTERNS`) in ``out_dir`` but ``keep``.
+
+    Returns
+    -------
+    removed : `list` of `Path`
+    """
+    out_dir = Path(out_dir)
+    keep = {Path(p).resolve() for p in keep}
+    removed = []
+    if not out_dir.is_dir():
+        return removed
+    for pattern in OUTPUT_PATTERNS:
+        for p in out_dir.glob(pattern):
+            if p.resolve() not in keep and p.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(out_dir):
+    """Hold ``out_dir/.benchmark.lock`` for one run: a second run there is refused.
+
+    A lock left by a process that no longer runs is taken over.
+
+    Raises
+    ------
+    ValueError
+        Another live benchmark holds the folder.
+    """
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / ".benchmark.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = None
+            if pid is not None and _pid_alive(pid):
+                raise ValueError(
+                    f"{out_dir}: another benchmark (pid {pid}) is writing there; "
+                    "wait for it or give another --out"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    else:  # pragma: no cover - lost a race twice
+        raise ValueError(f"{out_dir}: could not take the benchmark lock {lock}")
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        if created:  # a run that wrote nothing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
 
 
 def gt_group(image):
@@ -178,10 +291,18 @@ def gt_group(image):
     for g in image.landmarks.group_labels:
         if markup_for_n_points(image.landmarks[g].n_points) is not None and g != "box":
             return g
+    counts = {g: image.landmarks[g].n_points for g in image.landmarks.group_labels}
     raise ValueError(
         f"{getattr(image, 'path', 'image')}: no landmark group of a known markup "
-        f"(groups: {list(image.landmarks.group_labels)})"
+        f"(groups and point counts: {counts}; known markups have "
+        f"{', '.join(str(n) for n in _known_counts())} points)"
     )
+
+
+def _known_counts():
+    from menpo_densereg.data.markups import MARKUPS
+
+    return sorted({m.n_points for m in MARKUPS.values()})
 
 
 def _evaluate(pred, gt, data_markup, fitter_markup):
@@ -215,7 +336,9 @@ def _fitter_for(fitter, markup):
     return fitter
 
 
-def run_benchmark(fitters, images, boxes=("gt",), progress=True, bad_items=()):
+def run_benchmark(
+    fitters, images, boxes=("gt",), progress=True, bad_items=(), detector=None
+):
     """Fit every image with every fitter from every box protocol.
 
     Parameters
@@ -223,9 +346,20 @@ def run_benchmark(fitters, images, boxes=("gt",), progress=True, bad_items=()):
     fitters : `dict` name -> fitter
         Objects with ``markup`` and ``fit_from_bb(image, box, gt_shape=None)``.
     images : iterable of menpo images with ground-truth landmarks
+        Consumed once, one image at a time (read, fit, record, release): a lazy
+        reader (:class:`menpo_densereg.data.readers.PtsFolder`) keeps the memory
+        independent of the number of images. Its ``bad`` items (``(path, reason)``,
+        found while iterating) are added to the result's.
     boxes : `tuple` of ``"gt"`` / ``"detector"``
     progress : `bool`
     bad_items : `list` of ``(path, reason)`` already skipped by the reader
+    detector : `str`, optional
+        The face detector of the ``"detector"`` protocol (a name of
+        :data:`menpo_densereg.data.detectors.DETECTOR_NAMES`; default: the cascade).
+        Its boxes are calibrated to the landmark box
+        (:func:`menpo_densereg.data.detectors.calibrate_box`); each record's
+        ``box_source`` names the detector that found the face, or ``"gt"`` where
+        none did (the fallback).
 
     Returns
     -------
@@ -234,12 +368,12 @@ def run_benchmark(fitters, images, boxes=("gt",), progress=True, bad_items=()):
     for b in boxes:
         if b not in ("gt", "detector"):
             raise ValueError(f"boxes: unknown protocol {b!r} (use 'gt' or 'detector')")
-    images = list(images)
     result = BenchmarkResult(bad_items=list(bad_items))
     from tqdm.auto import tqdm
 
+    n_images = len(images) if hasattr(images, "__len__") else None
     bar = tqdm(
-        total=len(images) * len(boxes) * len(fitters),
+        total=None if n_images is None else n_images * len(boxes) * len(fitters),
         disable=not progress,
         desc="benchmark",
         dynamic_ncols=True,
@@ -258,7 +392,7 @@ def run_benchmark(fitters, images, boxes=("gt",), progress=True, bad_items=()):
             if protocol == "gt":
                 box, source = box_from_landmarks(gt), "gt"
             else:
-                box, source = detector_box(image, gt)
+                box, source = detector_box(image, gt, detector=detector)
             for method, fitter in fitters.items():
                 bar.set_postfix_str(method)
                 rec = ImageRecord(name, method, protocol, source, data_markup.name)
@@ -279,5 +413,8 @@ def run_benchmark(fitters, images, boxes=("gt",), progress=True, bad_items=()):
                     rec.error = f"{type(e).__name__}: {e}"
                 result.records.append(rec)
                 bar.update(1)
+        # release the pixels (a result may hold its image) before the next is read
+        image = gt = res = None
     bar.close()
+    result.bad_items += list(getattr(images, "bad", ()))
     return result

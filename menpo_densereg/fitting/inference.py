@@ -5,7 +5,7 @@
   fastest, and most predictable, with one thread);
 - :func:`network_from_weights`: build a network from the configuration stored in a model
   file's header and load its tensors, with one clear :class:`WeightsError` when they do not
-  fit.
+  fit or hold NaN/infinite values.
 """
 
 import contextlib
@@ -58,6 +58,16 @@ def network_from_weights(path, tensors, header, build, what, prefix="net."):
             f"{path}: bad {what} configuration in header ({e})"
         ) from None
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    for k, v in state.items():  # tensors that did not come through load_weights
+        if (
+            torch.is_tensor(v)
+            and v.is_floating_point()
+            and not bool(v.isfinite().all())
+        ):
+            raise WeightsError(
+                f"{path}: {what} tensor {k!r} holds NaN or infinite values; the model "
+                "is unusable"
+            )
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -4,7 +4,8 @@ Every model the project ships or trains (DenseReg, DeCaFA, MDM, AAM arrays) is s
 :func:`save_weights` and read back with :func:`load_weights`. The file carries a
 ``kind`` (which model it is), a ``format_version`` and the model's configuration, so a
 corrupt file, a file of another model, or a file from an incompatible version fails with
-one clear :class:`WeightsError` that names it.
+one clear :class:`WeightsError` that names it. Tensors holding NaN or infinite values
+are refused at load (a diverged training must not put every landmark on one pixel).
 """
 
 import json
@@ -110,4 +111,31 @@ def load_weights(path, kind=None, as_torch=True):
         raise WeightsError(
             f"{path}: holds a {header.get('kind')!r} model, expected {kind!r}"
         )
+    bad = _non_finite(tensors)
+    if bad:
+        name, count, total = bad[0]
+        raise WeightsError(
+            f"{path}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {name!r}: "
+            f"{count} of {total}); the model file is unusable (a diverged training?)"
+        )
     return tensors, header
+
+
+def _non_finite(tensors):
+    """``[(name, n_bad, n_total)]`` of the floating tensors with NaN/inf values."""
+    bad = []
+    for name, t in tensors.items():
+        if hasattr(t, "detach"):
+            if not t.dtype.is_floating_point:
+                continue
+            n_bad = int((~t.isfinite()).sum())
+            total = t.numel()
+        else:
+            arr = np.asarray(t)
+            if not np.issubdtype(arr.dtype, np.floating):
+                continue
+            n_bad = int((~np.isfinite(arr)).sum())
+            total = arr.size
+        if n_bad:
+            bad.append((name, n_bad, total))
+    return bad
