@@ -4,7 +4,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-$(VENV)/.installed: setup.cfg pyproject.toml scripts/bootstrap.sh
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(VENV)
 
 .PHONY: demo test setup

@@ -36,6 +36,10 @@ COMMANDS = {
         "menpo_densereg.commands.synth",
         "synthesise training samples with exact dense ground truth",
     ),
+    "track": (
+        "menpo_densereg.commands.track",
+        "track the face of a video: per-frame CSV, 300VW .pts, overlay video",
+    ),
 }
 
 
@@ -67,6 +71,11 @@ def main(argv=None):
     try:
         return args._run(args) or 0
     except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"menpo-densereg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        if "pip install" not in str(e):  # a bug, not a missing extra: keep the trace
+            raise
         print(f"menpo-densereg {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -2,8 +2,16 @@
 
 menpo 0.11, menpofit 0.7, menpo3d 0.8 and menpodetect 0.6 were written for numpy 1.x,
 scipy < 1.14 and Pillow < 12. This module is the single place where the project patches
-them; :func:`apply` runs once when :mod:`menpo_densereg` is imported, before menpo is
-used, and is idempotent. Each fix is a small named function so that tests can check it.
+them; :func:`apply` runs once when :mod:`menpo_densereg` is imported and is idempotent.
+Each fix is a small named function so that tests can check it.
+
+Importing the package stays cheap: :func:`apply` restores the numpy aliases at once
+(numpy is imported anyway) and installs an import hook (:class:`_PostImportHook`, a
+``sys.meta_path`` finder) that applies every other fix right after the module it
+concerns is first imported (``scipy.integrate``, ``PIL.Image``, ``menpofit.error``,
+``menpofit.dlib.*``, ``menpo3d.rasterize.cpu``), or at once when that module is already
+loaded. So ``import menpo_densereg`` imports neither scipy nor menpofit nor torch, and
+the fixes are still in place before menpo/menpofit code runs.
 
 Fixes
 -----
@@ -30,12 +38,47 @@ menpofit
 """
 
 import functools
+import importlib.abc
+import sys
+import threading
 
 import numpy as np
 
-__all__ = ["apply", "pixels_to_check_numpy"]
+__all__ = ["apply", "pixels_to_check_numpy", "POST_IMPORT_FIXES", "require_menpo3d"]
 
 _APPLIED = False
+
+
+_MENPO3D_INSTALL = (
+    'pip install wheel "setuptools>=64" "numpy>=2,<2.6" "cython==0.29.37" && '
+    'pip install --no-build-isolation "menpo-densereg[3d]"'
+)
+
+
+def require_menpo3d(what):
+    """Import menpo3d for ``what``, or raise an `ImportError` naming the ``3d`` extra.
+
+    menpo3d is optional: only the template build and the 3D helpers need it, fitting
+    never does.
+
+    Parameters
+    ----------
+    what : `str`
+        The function that needs it (for the message).
+
+    Returns
+    -------
+    menpo3d : module
+    """
+    try:
+        import menpo3d
+    except ImportError as e:
+        raise ImportError(
+            f"{what} needs menpo3d, which is in the optional '3d' extra of "
+            f"menpo-densereg (menpo3d builds a Cython extension; install its build "
+            f"requirements first): {_MENPO3D_INSTALL}"
+        ) from e
+    return menpo3d
 
 
 def _in1d(ar1, ar2, assume_unique=False, invert=False, **kwargs):
@@ -63,22 +106,22 @@ def _fix_numpy():
 
 
 def _fix_scipy():
-    import scipy.integrate
+    import scipy.integrate as integrate
 
-    if not hasattr(scipy.integrate, "simps"):
+    if not hasattr(integrate, "simps"):
 
         def simps(y, x=None, dx=1.0, axis=-1, even=None):
-            return scipy.integrate.simpson(y, x=x, dx=dx, axis=axis)
+            return integrate.simpson(y, x=x, dx=dx, axis=axis)
 
-        scipy.integrate.simps = simps
+        integrate.simps = simps
 
 
 def _fix_pillow():
     try:
-        import PIL.Image
+        import PIL.Image as PILImage
     except ImportError:  # pragma: no cover - Pillow is a menpo dependency
         return
-    PIL.Image.init()
+    PILImage.init()
 
 
 def pixels_to_check_numpy(start, end, n_pixels):
@@ -179,39 +222,103 @@ def _fix_menpofit_pupil_errors():
                 setattr(module, name, fn)
 
 
+def _dlib_full_object_detection_to_pointcloud(full_object_detection):
+    """menpofit's dlib conversion without ``np.vstack`` of a generator."""
+    from menpo.shape import PointCloud
+
+    parts = [(p.y, p.x) for p in full_object_detection.parts()]
+    return PointCloud(np.asarray(parts, dtype=float).reshape(-1, 2), copy=False)
+
+
 def _fix_menpofit_dlib():
-    import importlib.util
-
-    if importlib.util.find_spec("dlib") is None:
-        return
-    try:
-        import menpofit.dlib.algorithm as algorithm
-        import menpofit.dlib.conversion as conversion
-        from menpo.shape import PointCloud
-    except Exception:  # pragma: no cover - broken dlib install: nothing to patch
-        return
-
-    def dlib_full_object_detection_to_pointcloud(full_object_detection):
-        parts = [(p.y, p.x) for p in full_object_detection.parts()]
-        return PointCloud(np.asarray(parts, dtype=float).reshape(-1, 2), copy=False)
-
-    for module in (conversion, algorithm):
-        if hasattr(module, "dlib_full_object_detection_to_pointcloud"):
+    # patch the modules as they are loaded (algorithm imports the name from conversion)
+    for name in ("menpofit.dlib.conversion", "menpofit.dlib.algorithm"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(
+            module, "dlib_full_object_detection_to_pointcloud"
+        ):
             module.dlib_full_object_detection_to_pointcloud = (
-                dlib_full_object_detection_to_pointcloud
+                _dlib_full_object_detection_to_pointcloud
             )
 
 
+#: module name -> fixes run right after that module is first imported
+POST_IMPORT_FIXES = {
+    "scipy.integrate": (_fix_scipy,),
+    "PIL.Image": (_fix_pillow,),
+    "menpofit.error": (_fix_menpofit, _fix_menpofit_pupil_errors),
+    "menpofit.dlib.conversion": (_fix_menpofit_dlib,),
+    "menpofit.dlib.algorithm": (_fix_menpofit_dlib,),
+    "menpo3d.rasterize.cpu": (_fix_menpo3d_rasteriser,),
+}
+
+
+class _PostImportHook(importlib.abc.MetaPathFinder):
+    """A ``sys.meta_path`` finder that runs fixes after a module's first import.
+
+    It finds nothing itself: for a watched name it asks the finders behind it for the
+    spec and wraps the loader's ``exec_module`` so that the fixes run once the module
+    has executed (and before the importing statement gets it).
+    """
+
+    def __init__(self, fixes):
+        self.fixes = dict(fixes)
+        self._busy = threading.local()
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.fixes or getattr(self._busy, "name", None) == fullname:
+            return None
+        self._busy.name = fullname
+        try:
+            spec = None
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+        finally:
+            self._busy.name = None
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:  # pragma: no cover - legacy loaders
+            return spec
+        fixes = self.fixes[fullname]
+
+        def exec_and_fix(module):
+            try:
+                exec_module(module)
+            finally:  # a loader may be shared: unwrap it after this one module
+                loader.__dict__.pop("exec_module", None)
+            if getattr(module, "__name__", None) == fullname:
+                _run_fixes(fixes)
+
+        try:
+            loader.exec_module = exec_and_fix
+        except (AttributeError, TypeError):  # pragma: no cover - read-only loader
+            return spec
+        return spec
+
+
+def _run_fixes(fixes):
+    for fix in fixes:
+        fix()
+
+
+_HOOK = None
+
+
 def apply():
-    """Apply every fix once (idempotent)."""
-    global _APPLIED
+    """Apply every fix (idempotent): numpy now, the others at their module's import."""
+    global _APPLIED, _HOOK
     if _APPLIED:
         return
     _fix_numpy()
-    _fix_scipy()
-    _fix_pillow()
-    _fix_menpofit()
-    _fix_menpofit_pupil_errors()
-    _fix_menpofit_dlib()
-    _fix_menpo3d_rasteriser()
+    _HOOK = _PostImportHook(POST_IMPORT_FIXES)
+    sys.meta_path.insert(0, _HOOK)
+    for name, fixes in POST_IMPORT_FIXES.items():
+        if name in sys.modules:
+            _run_fixes(fixes)
     _APPLIED = True

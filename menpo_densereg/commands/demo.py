@@ -66,17 +66,26 @@ def run(args):
     specs = args.fitters
     if not specs:
         shipped = set(list_fitters())
-        specs = [f for f in DEMO_FITTERS if f in shipped]
-        try:
+        missing = [f for f in DEMO_FITTERS if f not in shipped]
+        if missing:
+            from menpo_densereg.fitting.registry import ENV_VAR, fitters_roots
+
+            raise FileNotFoundError(
+                f"shipped fitters missing: {missing} (searched "
+                f"{[str(r) for r in fitters_roots()]}). The package should carry them "
+                f"in menpo_densereg/fitters/: reinstall it (pip install .), or point "
+                f"${ENV_VAR} at a folder that holds them"
+            )
+        specs = list(DEMO_FITTERS)
+        try:  # the peer needs dlib and its 68-point model (the 'peers' extra)
+            from menpo_densereg.evaluation.peers import dlib_model_path
+
             import dlib  # noqa: F401
 
+            dlib_model_path()
             specs.append("dlib")
         except ImportError:
-            pass
-    if not specs:
-        raise ValueError(
-            "no fitter available: no shipped fitter in fitters/ and no dlib"
-        )
+            print("dlib peer not installed (pip install 'menpo-densereg[peers]')")
     fitters = load_fitters(specs)
     seen = [name for name, spec in zip(fitters, specs) if trained_on_builtin(spec)]
     result = run_benchmark(

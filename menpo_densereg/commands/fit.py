@@ -1,19 +1,27 @@
-"""``menpo-densereg fit IMAGE``: landmarks (.pts) and an overlay (PNG) for a face photo.
+"""``menpo-densereg fit INPUT...``: landmarks (.pts) and overlays (PNG) for face photos.
 
-The face is found with dlib's HOG detector (through menpodetect) unless ``--box`` gives
-it; the largest detection is used, mapped to the landmark-box convention the networks
-are trained with (:func:`menpo_densereg.data.boxes.calibrate_detector_box`). Landmarks are written as an iBUG ``.pts`` file (1-based
-``x y``) and drawn on the image in a PNG, both atomically, into ``--out`` (default: the
-image's folder) as ``<stem>_<fitter>.pts`` / ``<stem>_<fitter>.png``.
+``INPUT`` is any mix of image files, folders (their images, not recursive) and glob
+patterns; all are fitted in one process with one loaded fitter. Faces are found with
+dlib's HOG detector (through menpodetect) unless ``--box`` gives the box; **every**
+detected face is fitted, largest first, each box mapped to the landmark-box convention
+the networks are trained with (:func:`menpo_densereg.data.boxes.calibrate_detector_box`).
+The detection call lives in one helper, :func:`find_faces`.
+
+Outputs go to ``--out`` (default ``out/fit``, never the input's folder), atomically:
+``<stem>_<fitter>.pts`` for the largest face, ``<stem>_<fitter>_face<k>.pts`` for the
+k-th (k >= 2), iBUG ``.pts`` (1-based ``x y``), and one ``<stem>_<fitter>.png`` overlay
+per image with every face drawn. ``--json FILE`` (``-`` for stdout) writes the results
+machine-readably: per image, the faces with their box and points in menpo's (y, x).
+
+A fitter whose markup does not suit the input (an ear fitter on a face detector's box)
+gets a warning on stderr.
 """
 
+import glob
+import json
+import sys
 import time
 from pathlib import Path
-
-from menpo_densereg.data.boxes import (
-    DLIB_TO_LANDMARK_BOX,
-    calibrate_detector_box,
-)  # noqa: F401
 
 __all__ = [
     "configure_parser",
@@ -21,22 +29,103 @@ __all__ = [
     "load_fitter_by_name",
     "parse_box",
     "calibrate_detector_box",
+    "find_faces",
     "find_face",
+    "expand_inputs",
+    "markup_warning",
+    "IMAGE_EXTENSIONS",
+    "DEFAULT_OUT",
 ]
+
+#: image file extensions taken from a folder or a glob
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".gif")
+
+#: default output folder (relative to the working directory)
+DEFAULT_OUT = Path("out") / "fit"
+
+
+def calibrate_detector_box(box):
+    """Map a dlib HOG face box to the landmark-box convention (see
+    :func:`menpo_densereg.data.boxes.calibrate_detector_box`)."""
+    from menpo_densereg.data.boxes import calibrate_detector_box as calibrate
+
+    return calibrate(box)
 
 
 def configure_parser(parser):
-    parser.add_argument("image", type=Path, help="face photo (jpg, png, ...)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="face photos (jpg, png, ...), folders of photos, or glob patterns",
+    )
     parser.add_argument(
         "--fitter", default="densereg-face", help="shipped fitter name or fitter folder"
     )
     parser.add_argument(
         "--box",
         default=None,
-        help="face box 'top,left,bottom,right' in pixels (default: dlib HOG detector)",
+        help="face box 'top,left,bottom,right' in pixels (default: dlib HOG detector, "
+        "every face)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"output folder (default: {DEFAULT_OUT})",
+    )
     parser.add_argument("--no-overlay", action="store_true", help="write only the .pts")
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="also write the results as JSON to FILE ('-' for stdout)",
+    )
+
+
+def expand_inputs(inputs):
+    """Image paths from files, folders and glob patterns, in order, without repeats.
+
+    Raises
+    ------
+    FileNotFoundError
+        An input that is no file, no folder and a glob matching no image.
+    """
+    paths, seen = [], set()
+
+    def add(p):
+        key = str(Path(p).resolve())
+        if key not in seen:
+            seen.add(key)
+            paths.append(Path(p))
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_file():
+            add(p)
+        elif p.is_dir():
+            found = sorted(
+                q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise FileNotFoundError(
+                    f"{p}: folder has no image ({IMAGE_EXTENSIONS})"
+                )
+            for q in found:
+                add(q)
+        elif glob.has_magic(str(item)):
+            found = sorted(
+                Path(q)
+                for q in glob.glob(str(item), recursive=True)
+                if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise FileNotFoundError(f"{item}: pattern matches no image")
+            for q in found:
+                add(q)
+        else:
+            raise FileNotFoundError(f"{item}: image file not found")
+    return paths
 
 
 def parse_box(text):
@@ -56,20 +145,57 @@ def parse_box(text):
     return bounding_box((t, l), (b, r))
 
 
-def load_fitter_by_name(name):
-    """Registry lookup when available, else ``fitters/<name>`` with DenseReg's loader."""
-    try:
-        from menpo_densereg.fitting.registry import load_fitter
-    except ImportError:  # pragma: no cover - registry is part of the package
-        load_fitter = None
-    if load_fitter is not None:
-        return load_fitter(name)
-    from menpo_densereg.densereg.initialiser import from_fitter_dir
+def check_box_in_image(box, shape, what="--box"):
+    """Refuse a box less than half inside an image of ``shape`` ``(H, W)``."""
+    (t, l), (b, r) = box.points.min(0), box.points.max(0)
+    h, w = shape[:2]
+    inside = max(0.0, min(b, h) - max(t, 0)) * max(0.0, min(r, w) - max(l, 0))
+    if inside < 0.5 * (b - t) * (r - l):
+        raise ValueError(
+            f"{what}: box top,left,bottom,right = {t:g},{l:g},{b:g},{r:g} lies (mostly) "
+            f"outside the {w}x{h} image (rows 0..{h}, columns 0..{w})"
+        )
+    return box
 
-    p = Path(name)
-    if not (p / "recipe.toml").is_file():
-        p = Path(__file__).resolve().parents[2] / "fitters" / name
-    return from_fitter_dir(p)
+
+def load_fitter_by_name(name):
+    """A fitter through :func:`menpo_densereg.fitting.registry.load_fitter`."""
+    from menpo_densereg.fitting.registry import load_fitter
+
+    return load_fitter(name)
+
+
+def markup_warning(fitter, detected):
+    """A warning text when the fitter's markup does not suit the input, else `None`.
+
+    The detector finds faces: a fitter of a non-face markup (ears) run on a face box
+    gives meaningless points.
+    """
+    markup = getattr(fitter, "markup", None)
+    if markup is None or not detected:
+        return None
+    from menpo_densereg.data.markups import get_markup
+
+    try:
+        m = get_markup(markup)
+    except ValueError:
+        return None
+    if m.name.startswith("ear"):
+        return (
+            f"warning: fitter {getattr(fitter, 'name', '?')!r} gives {m.name} (ear) "
+            "landmarks but the boxes come from a face detector; its points will not "
+            "mean much. Give an ear box with --box, or use a face fitter."
+        )
+    return None
+
+
+def _markup_name(fitter):
+    from menpo_densereg.data.markups import get_markup
+
+    try:
+        return get_markup(fitter.markup).name
+    except (AttributeError, ValueError):
+        return None
 
 
 def _shrink(pil, max_side):
@@ -92,12 +218,13 @@ def _menpo_image(pil):
     return Image(np.ascontiguousarray(np.moveaxis(arr, -1, 0)), copy=False)
 
 
-def find_face(pil, max_side=640):
-    """The largest dlib HOG face box in a PIL RGB image, detected on a shrunk copy.
+def find_faces(pil, max_side=640):
+    """Every dlib HOG face box in a PIL RGB image (largest first), detected on a
+    shrunk copy, in the full image's pixel frame (raw detector boxes).
 
     Detection time grows with the image area (a 12 MP photo takes seconds); faces that
     matter for landmarking are large enough to be found at 640 px. Small images are
-    upsampled once by dlib instead. Returns `None` when no face is found.
+    upsampled once by dlib instead. Returns an empty list when no face is found.
     """
     from menpo.shape import bounding_box
 
@@ -106,18 +233,25 @@ def find_face(pil, max_side=640):
     small, scale = _shrink(pil, max_side)
     upsample = 1 if max(small.size) < 400 else 0
     boxes = detect_faces(_menpo_image(small), upsample=upsample)
-    if not boxes:
-        return None
-    pts = boxes[0].points / scale
-    return bounding_box(pts.min(0), pts.max(0))
+    out = []
+    for b in boxes:
+        pts = b.points / scale
+        out.append(bounding_box(pts.min(0), pts.max(0)))
+    return out
 
 
-def _save_overlay(pil, shape, box, path, max_side=1024):
-    """Draw the box and landmarks on the image and write a PNG atomically.
+def find_face(pil, max_side=640):
+    """The largest face box of :func:`find_faces`, or `None`."""
+    boxes = find_faces(pil, max_side=max_side)
+    return boxes[0] if boxes else None
+
+
+def _save_overlay(pil, shapes, boxes, path, max_side=1024):
+    """Draw the boxes and landmarks on the image and write a PNG atomically.
 
     Drawn with Pillow rather than matplotlib (importing and rendering a matplotlib
-    figure alone takes most of a second, and this command must stay well under one),
-    on a copy shrunk to ``max_side`` pixels, with fast PNG compression.
+    figure alone takes most of a second), on a copy shrunk to ``max_side`` pixels, with
+    fast PNG compression.
     """
     import PIL.ImageDraw
 
@@ -125,73 +259,144 @@ def _save_overlay(pil, shape, box, path, max_side=1024):
 
     im, scale = _shrink(pil, max_side)
     draw = PIL.ImageDraw.Draw(im)
-    (t, l), (b, r) = box.points.min(0) * scale, box.points.max(0) * scale
     lw = max(1, int(round(max(im.size) / 400)))
-    draw.rectangle([l, t, r, b], outline=(255, 220, 0), width=lw)
     rad = max(1.5, max(im.size) / 250)
-    for y, x in shape.points * scale:
-        draw.ellipse(
-            [x - rad, y - rad, x + rad, y + rad], fill=(0, 255, 0), outline=(0, 0, 0)
-        )
+    for shape, box in zip(shapes, boxes):
+        (t, l), (b, r) = box.points.min(0) * scale, box.points.max(0) * scale
+        draw.rectangle([l, t, r, b], outline=(255, 220, 0), width=lw)
+        for y, x in shape.points * scale:
+            draw.ellipse(
+                [x - rad, y - rad, x + rad, y + rad],
+                fill=(0, 255, 0),
+                outline=(0, 0, 0),
+            )
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG", compress_level=1)
 
 
 def _read_rgb(path):
-    import PIL.Image
+    """8-bit RGB PIL image through the one image reader (as ``benchmark`` reads it)."""
+    from menpo_densereg.data.readers import read_image, to_pil_rgb
 
-    try:
-        with PIL.Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable image ({e})") from None
+    return to_pil_rgb(read_image(path))
+
+
+def _fit_one(path, fitter, fitter_label, args, out):
+    """Fit every face of one image; returns its JSON record."""
+    import menpo.io as mio
+
+    from menpo_densereg.atomic import atomic_path
+    from menpo_densereg.data.readers import read_image, to_pil_rgb
+
+    t0 = time.perf_counter()
+    # the one reader of every command: 16-bit, grey, RGBA, palette as in benchmark
+    image = read_image(path)
+    pil = to_pil_rgb(image)  # for the detector and the overlay
+    t1 = time.perf_counter()
+    if args.box is not None:
+        boxes = [check_box_in_image(parse_box(args.box), image.shape)]
+    else:
+        boxes = [calibrate_detector_box(b) for b in find_faces(pil)]
+        if not boxes:
+            raise ValueError(
+                f"{path}: no face found by the dlib HOG detector; give the face "
+                "box with --box top,left,bottom,right"
+            )
+    t2 = time.perf_counter()
+    shapes = [fitter.fit_from_bb(image, box).final_shape for box in boxes]
+    t3 = time.perf_counter()
+    stem = f"{Path(path).stem}_{fitter_label}"
+    faces = []
+    for k, (shape, box) in enumerate(zip(shapes, boxes)):
+        pts_path = out / (f"{stem}.pts" if k == 0 else f"{stem}_face{k + 1}.pts")
+        with atomic_path(pts_path) as tmp:
+            mio.export_landmark_file(shape, tmp, extension=".pts", overwrite=True)
+        faces.append(
+            {
+                "box": box.points.min(0).tolist() + box.points.max(0).tolist(),
+                "points": shape.points.tolist(),
+                "pts": str(pts_path),
+            }
+        )
+    png = None
+    if not args.no_overlay:
+        png = out / f"{stem}.png"
+        _save_overlay(pil, shapes, boxes, png)
+    t4 = time.perf_counter()
+    times = {"read": t1 - t0, "detect": t2 - t1, "fit": t3 - t2, "write": t4 - t3}
+    return {
+        "image": str(path),
+        "n_faces": len(faces),
+        "faces": faces,
+        "overlay": None if png is None else str(png),
+        "times_s": {k: round(v, 4) for k, v in times.items()},
+    }
 
 
 def run(args):
     from menpo_densereg.atomic import atomic_path
 
     t0 = time.perf_counter()
-    if not Path(args.image).is_file():
-        raise FileNotFoundError(f"{args.image}: image file not found")
-    pil = _read_rgb(args.image)
-    image = _menpo_image(pil)
-    t1 = time.perf_counter()
-    if args.box is not None:
-        box = parse_box(args.box)
-    else:
-        found = find_face(pil)
-        if found is None:
-            raise ValueError(
-                f"{args.image}: no face found by the dlib HOG detector; give the face "
-                "box with --box top,left,bottom,right"
-            )
-        box = calibrate_detector_box(found)
-    t2 = time.perf_counter()
+    paths = expand_inputs(args.inputs)
     fitter = load_fitter_by_name(args.fitter)
-    t3 = time.perf_counter()
-    shape = fitter.fit_from_bb(image, box).final_shape
-    t4 = time.perf_counter()
-    out = Path(args.out) if args.out is not None else Path(args.image).parent
+    t_load = time.perf_counter() - t0
+    warning = markup_warning(fitter, detected=args.box is None)
+    if warning:
+        print(warning, file=sys.stderr)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{Path(args.image).stem}_{Path(str(args.fitter)).name}"
-    pts_path = out / f"{stem}.pts"
-    import menpo.io as mio
-
-    with atomic_path(pts_path) as tmp:
-        mio.export_landmark_file(shape, tmp, extension=".pts", overwrite=True)
-    written = [pts_path]
-    if not args.no_overlay:
-        png = out / f"{stem}.png"
-        _save_overlay(pil, shape, box, png)
-        written.append(png)
-    t5 = time.perf_counter()
+    label = Path(str(args.fitter)).name
+    name = getattr(fitter, "name", args.fitter)
+    records, failed = [], []
+    for path in paths:
+        try:
+            rec = _fit_one(path, fitter, label, args, out)
+        except ValueError as e:
+            if len(paths) == 1:
+                raise
+            print(f"{path}: skipped: {e}", file=sys.stderr)
+            failed.append({"image": str(path), "error": str(e)})
+            continue
+        records.append(rec)
+        written = [f["pts"] for f in rec["faces"]] + (
+            [rec["overlay"]] if rec["overlay"] else []
+        )
+        n = rec["n_faces"]
+        tm = rec["times_s"]
+        print(
+            f"{path}: {n} face{'s' if n != 1 else ''}, "
+            f"{len(rec['faces'][0]['points'])} landmarks each by {name} -> "
+            f"{', '.join(written)}"
+        )
+        print(
+            f"  time: read {1000 * tm['read']:.0f} ms, detect {1000 * tm['detect']:.0f}"
+            f" ms, fit {1000 * tm['fit']:.0f} ms, write {1000 * tm['write']:.0f} ms"
+        )
+    total = time.perf_counter() - t0
+    n_faces = sum(r["n_faces"] for r in records)
     print(
-        f"{args.image}: {shape.n_points} landmarks by {getattr(fitter, 'name', args.fitter)}"
-        f" -> {', '.join(str(p) for p in written)}"
+        f"{len(records)} image{'s' if len(records) != 1 else ''}, {n_faces} "
+        f"face{'s' if n_faces != 1 else ''} fitted"
+        + (f", {len(failed)} skipped" if failed else "")
+        + f"; load fitter {1000 * t_load:.0f} ms, total {1000 * total:.0f} ms"
     )
-    print(
-        f"time: read {1000 * (t1 - t0):.0f} ms, detect {1000 * (t2 - t1):.0f} ms, load "
-        f"fitter {1000 * (t3 - t2):.0f} ms, fit {1000 * (t4 - t3):.0f} ms, write "
-        f"{1000 * (t5 - t4):.0f} ms; total {1000 * (t5 - t0):.0f} ms"
-    )
+    if args.json is not None:
+        doc = {
+            "fitter": str(args.fitter),
+            "fitter_name": str(name),
+            "markup": _markup_name(fitter),
+            "points": "menpo (y, x), 0-based pixels",
+            "box": "top, left, bottom, right",
+            "warning": warning,
+            "images": records,
+            "skipped": failed,
+        }
+        text = json.dumps(doc, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            with atomic_path(args.json) as tmp:
+                Path(tmp).write_text(text, encoding="utf-8")
+    if not records:
+        raise ValueError("no image could be fitted")
     return 0

@@ -202,10 +202,7 @@ def plot_ced(errors_by_method, path, max_error=0.1, title=None, xlabel=None):
     max_error : `float`
         Right end of the x axis.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the caller's choice
 
     from menpo_densereg.atomic import atomic_save_figure
 

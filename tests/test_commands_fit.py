@@ -1,0 +1,142 @@
+"""``menpo-densereg fit``: inputs, every face, default output folder, JSON, warnings."""
+
+import argparse
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from menpo_densereg.commands import fit
+
+
+class FakeFitter:
+    """Puts 68 points on the box diagonal; records the boxes it was given."""
+
+    def __init__(self, markup="ibug68", name="fake"):
+        self.markup, self.name, self.boxes = markup, name, []
+
+    def fit_from_bb(self, image, bounding_box, gt_shape=None, **kwargs):
+        from menpo.shape import PointCloud
+
+        self.boxes.append(bounding_box)
+        lo, hi = bounding_box.points.min(0), bounding_box.points.max(0)
+        t = np.linspace(0, 1, 68)[:, None]
+        return SimpleNamespace(final_shape=PointCloud(lo + t * (hi - lo)))
+
+
+def _photo(path, size=(60, 80)):
+    import PIL.Image
+
+    rng = np.random.default_rng(0)
+    PIL.Image.fromarray(rng.integers(0, 255, size + (3,), dtype=np.uint8)).save(path)
+    return path
+
+
+def _args(argv):
+    parser = argparse.ArgumentParser()
+    fit.configure_parser(parser)
+    return parser.parse_args(argv)
+
+
+def test_expand_inputs_files_folders_globs(tmp_path):
+    a = _photo(tmp_path / "a.png")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    b, c = _photo(sub / "b.jpg"), _photo(sub / "c.png")
+    (sub / "notes.txt").write_text("x")
+    got = fit.expand_inputs([str(a), str(sub), str(tmp_path / "*.png"), str(a)])
+    assert got == [a, b, c]  # in order, each once, no non-image
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        fit.expand_inputs([str(tmp_path / "missing.png")])
+    with pytest.raises(FileNotFoundError, match="matches no image"):
+        fit.expand_inputs([str(tmp_path / "*.gif")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no image"):
+        fit.expand_inputs([str(empty)])
+
+
+def test_markup_warning_for_ear_fitter_on_face_boxes():
+    assert "ear" in fit.markup_warning(FakeFitter("ear55"), detected=True)
+    assert fit.markup_warning(FakeFitter("ear55"), detected=False) is None
+    assert fit.markup_warning(FakeFitter("ibug68"), detected=True) is None
+
+
+def test_default_out_is_a_folder_of_its_own():
+    args = _args(["x.png"])
+    assert args.out == fit.DEFAULT_OUT and args.json is None
+
+
+def test_every_face_of_every_image_fitted_largest_first(tmp_path, monkeypatch, capsys):
+    from menpo.shape import bounding_box
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    _photo(faces / "one.png")
+    _photo(faces / "two.png")
+    small, large = bounding_box((5, 5), (20, 20)), bounding_box((10, 10), (50, 60))
+    fake = FakeFitter(name="fake")
+    monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: fake)
+    monkeypatch.setattr(fit, "find_faces", lambda pil, **kw: [large, small])
+    monkeypatch.setattr(fit, "calibrate_detector_box", lambda b: b)
+    out, js = tmp_path / "o", tmp_path / "r.json"
+    assert (
+        fit.run(
+            _args(
+                [str(faces), "--fitter", "fake", "--out", str(out), "--json", str(js)]
+            )
+        )
+        == 0
+    )
+    printed = capsys.readouterr()
+    assert "2 images, 4 faces fitted" in printed.out
+    assert len(fake.boxes) == 4 and fake.boxes[0] is large  # in detector order
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "one_fake.png",
+        "one_fake.pts",
+        "one_fake_face2.pts",
+        "two_fake.png",
+        "two_fake.pts",
+        "two_fake_face2.pts",
+    ]
+    doc = json.loads(js.read_text())
+    assert doc["markup"] == "ibug68" and doc["warning"] is None
+    assert [r["n_faces"] for r in doc["images"]] == [2, 2]
+    first = doc["images"][0]["faces"][0]
+    assert first["box"] == [10.0, 10.0, 50.0, 60.0]
+    assert np.allclose(first["points"][0], [10, 10])
+    assert np.allclose(first["points"][-1], [50, 60])
+    assert len(first["points"]) == 68
+
+
+def test_json_to_stdout_and_ear_warning(tmp_path, monkeypatch, capsys):
+    from menpo.shape import bounding_box
+
+    photo = _photo(tmp_path / "p.png")
+    monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: FakeFitter("ear55"))
+    monkeypatch.setattr(
+        fit, "find_faces", lambda pil, **kw: [bounding_box((5, 5), (40, 40))]
+    )
+    assert fit.run(_args([str(photo), "--out", str(tmp_path), "--json", "-"])) == 0
+    printed = capsys.readouterr()
+    assert "warning" in printed.err and "ear" in printed.err
+    doc = json.loads(printed.out[printed.out.index("{") :])
+    assert doc["markup"] == "ear55" and "ear" in doc["warning"]
+    assert doc["images"][0]["n_faces"] == 1
+
+
+def test_missing_extra_is_a_clean_cli_error(tmp_path, monkeypatch, capsys):
+    from menpo_densereg.cli import main
+
+    def no_dlib(pil, **kw):
+        raise ImportError(
+            "the detector needs dlib: pip install 'menpo-densereg[peers]'"
+        )
+
+    monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: FakeFitter())
+    monkeypatch.setattr(fit, "find_faces", no_dlib)
+    photo = _photo(tmp_path / "p.png")
+    assert main(["fit", str(photo), "--out", str(tmp_path / "o")]) == 2
+    assert "pip install 'menpo-densereg[peers]'" in capsys.readouterr().err
