@@ -1,11 +1,12 @@
 """``menpo-densereg fit INPUT...``: landmarks (.pts) and overlays (PNG) for face photos.
 
 ``INPUT`` is any mix of image files, folders (their images, not recursive) and glob
-patterns; all are fitted in one process with one loaded fitter. Faces are found with
-dlib's HOG detector (through menpodetect) unless ``--box`` gives the box; **every**
-detected face is fitted, largest first, each box mapped to the landmark-box convention
-the networks are trained with (:func:`menpo_densereg.data.boxes.calibrate_detector_box`).
-The detection call lives in one helper, :func:`find_faces`.
+patterns; all are fitted in one process with one loaded fitter. Faces are found by
+``--detector`` (default: the cascade of :mod:`menpo_densereg.data.detectors`) unless
+``--box`` gives the box; **every** detected face is fitted, largest first, each box
+mapped to the landmark-box convention the networks are trained with
+(:func:`menpo_densereg.data.detectors.calibrate_box`, with the calibration of the
+detector that found it). The detection call lives in one helper, :func:`find_faces`.
 
 Outputs go to ``--out`` (default ``out/fit``, never the input's folder), atomically:
 ``<stem>_<fitter>.pts`` for the largest face, ``<stem>_<fitter>_face<k>.pts`` for the
@@ -65,8 +66,15 @@ def configure_parser(parser):
     parser.add_argument(
         "--box",
         default=None,
-        help="face box 'top,left,bottom,right' in pixels (default: dlib HOG detector, "
-        "every face)",
+        help="face box 'top,left,bottom,right' in pixels (default: every face the "
+        "--detector finds)",
+    )
+    parser.add_argument(
+        "--detector",
+        default="cascade",
+        choices=("hog", "mmod", "haar", "cascade"),  # data.detectors.DETECTOR_NAMES
+        help="face detector: hog, mmod, haar or cascade (default: cascade; dlib HOG, "
+        "then dlib's CNN where HOG is unsure, then OpenCV Haar)",
     )
     parser.add_argument(
         "--out",
@@ -218,23 +226,24 @@ def _menpo_image(pil):
     return Image(np.ascontiguousarray(np.moveaxis(arr, -1, 0)), copy=False)
 
 
-def find_faces(pil, max_side=640):
-    """Every dlib HOG face box in a PIL RGB image (largest first), detected on a
-    shrunk copy, in the full image's pixel frame (raw detector boxes).
+def find_faces(pil, max_side=640, detector="hog", calibrate=False):
+    """Every face box of ``detector`` in a PIL RGB image (largest first), detected on
+    a shrunk copy, in the full image's pixel frame.
 
     Detection time grows with the image area (a 12 MP photo takes seconds); faces that
     matter for landmarking are large enough to be found at 640 px. Small images are
-    upsampled once by dlib instead. Returns an empty list when no face is found.
+    upsampled by the detectors themselves. Returns an empty list when no face is found.
+    The boxes are the detector's own, or with ``calibrate`` mapped to the landmark box
+    (:func:`menpo_densereg.data.detectors.calibrate_box`).
     """
     from menpo.shape import bounding_box
 
-    from menpo_densereg.data.boxes import detect_faces
+    from menpo_densereg.data.detectors import detect
 
     small, scale = _shrink(pil, max_side)
-    upsample = 1 if max(small.size) < 400 else 0
-    boxes = detect_faces(_menpo_image(small), upsample=upsample)
+    found = detect(_menpo_image(small), detector, calibrate=calibrate)
     out = []
-    for b in boxes:
+    for b, _ in found:
         pts = b.points / scale
         out.append(bounding_box(pts.min(0), pts.max(0)))
     return out
@@ -296,10 +305,11 @@ def _fit_one(path, fitter, fitter_label, args, out):
     if args.box is not None:
         boxes = [check_box_in_image(parse_box(args.box), image.shape)]
     else:
-        boxes = [calibrate_detector_box(b) for b in find_faces(pil)]
+        detector = getattr(args, "detector", "cascade")
+        boxes = find_faces(pil, detector=detector, calibrate=True)
         if not boxes:
             raise ValueError(
-                f"{path}: no face found by the dlib HOG detector; give the face "
+                f"{path}: no face found by the {detector} detector; give the face "
                 "box with --box top,left,bottom,right"
             )
     t2 = time.perf_counter()

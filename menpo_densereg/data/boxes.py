@@ -1,12 +1,23 @@
 """Face boxes: from landmarks, and from a detector with a landmark-box fallback.
 
 The benchmark protocol (DESIGN §4) initialises every fitter from the same boxes: the
-tight ground-truth box, and a detector box (dlib HOG through menpodetect) that falls
-back to the ground-truth box when no detection overlaps the annotated face.
+tight ground-truth box, and a detector box (by default the detector cascade of
+:mod:`menpo_densereg.data.detectors`, calibrated to the landmark-box convention) that
+falls back to the ground-truth box when no detection overlaps the annotated face.
 """
+
+import copy
 
 import numpy as np
 from menpo.shape import PointCloud, bounding_box
+
+from menpo_densereg.data.detectors import (
+    DEFAULT_DETECTOR,
+    calibrate_box,
+    detect,
+    get_detector,
+    load_calibrations,
+)
 
 __all__ = [
     "box_from_landmarks",
@@ -51,72 +62,81 @@ def box_iou(a, b):
     return float(inter / union) if union > 0 else 0.0
 
 
-_DETECTOR = None
-
-
-def _dlib_detector():
-    global _DETECTOR
-    if _DETECTOR is None:
-        try:
-            from menpodetect import load_dlib_frontal_face_detector
-        except ImportError as e:  # pragma: no cover - dlib is in the 'peers' extra
-            raise ImportError(
-                "face detection needs dlib: pip install 'menpo-densereg[peers]'"
-            ) from e
-        _DETECTOR = load_dlib_frontal_face_detector()
-    return _DETECTOR
-
-
-def detect_faces(image, upsample=1):
-    """Face boxes found by dlib's HOG detector (largest first).
+def detect_faces(image, upsample=None, detector="hog", calibrate=False):
+    """Face boxes found by a detector of :mod:`menpo_densereg.data.detectors`, largest first.
 
     Parameters
     ----------
     image : `menpo.image.Image`
-    upsample : `int`
-        Number of times dlib upsamples the image (finds smaller faces, slower).
+    upsample : `int`, optional
+        Kept for compatibility: ``0`` never upsamples a small image, ``1`` and more
+        upsample images under 400 px once (the detectors' default).
+    detector : `str` or `FaceDetector`
+        A name of `DETECTOR_NAMES` (``"hog"``: dlib's HOG, as before).
+    calibrate : `bool`
+        Map each box to the tight landmark-box convention (:func:`calibrate_box`).
 
     Returns
     -------
     boxes : `list` of `PointDirectedGraph`
+        Empty when no face is found.
     """
-    detector = _dlib_detector()
-    img = image.copy()
-    img.landmarks.clear()
-    boxes = detector(img, n_upscales=upsample, group_prefix="dlib")
-    return sorted(boxes, key=lambda b: -np.prod(b.range()))
+    det = get_detector(detector)
+    if upsample == 0 and det.small_side:
+        det = copy.copy(det)
+        det.small_side = 0
+    return [box for box, _ in detect(image, det, calibrate=calibrate)]
 
 
-def detector_box(image, gt_shape, min_iou=0.3, upsample=1):
-    """The detection that best overlaps the annotated face, else the GT box.
+def detector_box(image, gt_shape, min_iou=0.3, upsample=None, detector=None):
+    """The calibrated detection that best overlaps the annotated face, else the GT box.
+
+    Parameters
+    ----------
+    image : `menpo.image.Image`
+    gt_shape : `PointCloud`
+        The annotated landmarks (their tight box is the reference and the fallback).
+    min_iou : `float`
+        A detection overlapping the GT box less than this does not count.
+    upsample : ignored
+        Kept for compatibility (the detectors choose their own scale).
+    detector : `str`, optional
+        A name of `DETECTOR_NAMES`; default `DEFAULT_DETECTOR` (the cascade).
 
     Returns
     -------
     box : `PointDirectedGraph`
-    source : ``"detector"`` or ``"gt"``
+        Calibrated to the tight landmark box (:func:`calibrate_box`).
+    source : `str`
+        The name of the detector that found it (``"hog"``, ``"mmod"``, ``"haar"``,
+        ``"haar-profile"``...), or ``"gt"`` for the fallback.
     """
     gt_box = box_from_landmarks(gt_shape)
-    best, best_iou = None, 0.0
-    for b in detect_faces(image, upsample=upsample):
-        iou = box_iou(b, gt_box)
+    best, best_iou, source = None, 0.0, "gt"
+    for box, d in detect(image, detector or DEFAULT_DETECTOR, calibrate=True):
+        iou = box_iou(box, gt_box)
         if iou > best_iou:
-            best, best_iou = b, iou
+            best, best_iou, source = box, iou, d.detector
     if best is None or best_iou < min_iou:
         return gt_box, "gt"
-    return best, "detector"
+    return best, source
 
 
-#: dlib HOG box -> tight landmark box: centre shift (fraction of the dlib box side,
-#: y then x) and side ratio, measured on the 14 training faces of densereg-face that
-#: dlib detects (afw, 300wlp, video68, wflw98): mean shift (0.096, 0.043), ratio
-#: (0.906, 0.940); the networks are trained on jittered landmark boxes.
-DLIB_TO_LANDMARK_BOX = ((0.096, 0.0), (0.906, 0.94))
+def _hog_calibration():
+    cal = load_calibrations().get("hog")
+    return (cal.offset, cal.scale) if cal else ((0.096, 0.0), (0.906, 0.94))
 
 
-def calibrate_detector_box(box):
-    """Map a dlib HOG face box to the landmark-box convention the networks expect."""
-    lo, hi = box.points.min(0), box.points.max(0)
-    side = hi - lo
-    centre = (lo + hi) / 2 + side * DLIB_TO_LANDMARK_BOX[0]
-    half = side * DLIB_TO_LANDMARK_BOX[1] / 2
-    return bounding_box(centre - half, centre + half)
+#: dlib HOG box -> tight landmark box: centre shift (fraction of the box side, y then
+#: x) and side ratio, as stored in ``detector_calibration.json`` (kept for
+#: compatibility; :func:`calibrate_box` is the one place boxes are calibrated).
+DLIB_TO_LANDMARK_BOX = _hog_calibration()
+
+
+def calibrate_detector_box(box, detector="hog"):
+    """Map a detector's face box to the landmark-box convention the networks expect.
+
+    Same as :func:`menpo_densereg.data.detectors.calibrate_box` (kept for
+    compatibility; the default is dlib's HOG detector).
+    """
+    return calibrate_box(box, detector)

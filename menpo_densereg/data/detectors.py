@@ -1,0 +1,792 @@
+"""Face detectors behind one interface, and the one detector-box calibration.
+
+A detector is a callable ``image -> list of Detection``: ``image`` is any
+`menpo.image.Image` (grey, RGB, RGBA, 8/16-bit integers or floats), each `Detection`
+holds a menpo box (a ``bounding_box`` PointDirectedGraph in ``(y, x)`` image pixels), a
+score and the name of the detector that found it; the list is sorted by score (best
+first; the cascade's by stage, then score). Boxes are not clipped to the image. An image
+without a face gives ``[]``; detectors never raise for "no face".
+
+Detectors, one name each (:func:`get_detector`):
+
+``hog``
+    dlib's HOG + linear SVM frontal detector (fast, frontal faces >= ~80 px, or ~40 px
+    in images small enough to be upsampled once).
+``mmod``
+    dlib's CNN (max-margin object detection) face detector, whose weights ship in
+    ``face_recognition_models``; more robust to pose and blur, and ~30x slower on a CPU,
+    so it runs on a copy shrunk to at most 400 px (small faces in large images are lost).
+``haar``
+    OpenCV's Viola-Jones cascades shipped in ``opencv-python-headless``: the frontal
+    cascade plus the profile cascade on the image and on its mirror (profiles facing
+    either way), merged by non-maximum suppression.
+``cascade``
+    ``hog``, then ``mmod`` where ``hog`` finds nothing or nothing with a score of at
+    least 0.5, then ``haar`` where neither found anything: fast where it can be,
+    robust where the fast one fails. Each detection keeps the name of the member that
+    found it (and so its calibration).
+
+Every detector has its own box convention (dlib's boxes cut the forehead, Haar's are
+loose squares). :func:`calibrate_box` maps a box of a named detector to the tight
+landmark box the networks are trained on, with 4 numbers per detector fitted on
+training people (``detector_calibration.json`` beside this module, made by
+``scripts/fit_box_calibration.py``). ``fit``, ``benchmark``, the initialisers and
+tracking all go through it (or :func:`detect`, which applies it).
+"""
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from menpo.shape import PointCloud, bounding_box
+
+__all__ = [
+    "Detection",
+    "FaceDetector",
+    "DlibHOGDetector",
+    "DlibMMODDetector",
+    "HaarDetector",
+    "CascadeDetector",
+    "DETECTOR_NAMES",
+    "DEFAULT_DETECTOR",
+    "get_detector",
+    "detect",
+    "image_to_uint8",
+    "non_max_suppression",
+    "box_params",
+    "BoxCalibration",
+    "fit_calibration",
+    "load_calibrations",
+    "calibrate_box",
+    "CALIBRATION_FILE",
+    "scan_detections",
+    "cascade_of",
+    "CASCADE",
+]
+
+#: The detector names :func:`get_detector` knows, fast first.
+DETECTOR_NAMES = ("hog", "mmod", "haar", "cascade")
+#: What ``fit`` and ``benchmark --boxes detector`` use unless told otherwise.
+DEFAULT_DETECTOR = "cascade"
+#: The calibrations, one per detector name (see :func:`calibrate_box`).
+CALIBRATION_FILE = Path(__file__).with_name("detector_calibration.json")
+
+
+# ======================================================================================
+# the interface
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face found by a detector.
+
+    Attributes
+    ----------
+    box : `menpo.shape.PointDirectedGraph`
+        The detector's own box, ``bounding_box((top, left), (bottom, right))``.
+    score : `float`
+        The detector's confidence (comparable only within one detector).
+    detector : `str`
+        The name of the detector that found it (the key of its calibration).
+    """
+
+    box: object
+    score: float
+    detector: str
+
+    def calibrated(self):
+        """The box mapped to the tight landmark-box convention (:func:`calibrate_box`)."""
+        return calibrate_box(self.box, self.detector)
+
+    def __str__(self):
+        (t, l), (b, r) = self.box.points.min(0), self.box.points.max(0)
+        return (
+            f"{self.detector} face (score {self.score:.2f}): top {t:.0f}, left "
+            f"{l:.0f}, bottom {b:.0f}, right {r:.0f}"
+        )
+
+
+def image_to_uint8(image, channels="rgb"):
+    """The pixels of a menpo image as an 8-bit ``(H, W, 3)`` RGB or ``(H, W)`` array.
+
+    Integers are scaled by the range of their type (16-bit: / 257), floats are taken
+    as [0, 1] (or [0, 255] / [0, max] when their maximum says so), NaN becomes 0; one
+    channel is grey, three RGB, four RGBA (alpha dropped), any other number is averaged.
+
+    Raises
+    ------
+    TypeError
+        ``image`` is not a `menpo.image.Image` (or has no ``pixels``).
+    """
+    px = getattr(image, "pixels", None)
+    if px is None:
+        raise TypeError(
+            f"image: expected a menpo.image.Image, got {type(image).__name__}"
+        )
+    px = np.asarray(px)
+    if px.ndim == 2:
+        px = px[None]
+    if px.ndim != 3:
+        raise TypeError(f"image: expected a 2D image, got pixels of shape {px.shape}")
+    if px.dtype == np.uint8:
+        a = px
+    elif px.dtype == bool:
+        a = px.astype(np.uint8) * 255
+    elif np.issubdtype(px.dtype, np.integer):
+        top = float(np.iinfo(px.dtype).max)
+        a = np.clip(np.rint(px.astype(np.float64) * (255.0 / top)), 0, 255)
+        a = a.astype(np.uint8)
+    else:
+        f = np.nan_to_num(px.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        hi = float(f.max()) if f.size else 0.0
+        if hi > 255.0:
+            f = f * (255.0 / hi)
+        elif hi > 1.0 + 1e-3:
+            pass  # already 0..255
+        else:
+            f = f * 255.0
+        a = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    c = a.shape[0]
+    if c in (3, 4):
+        rgb = a[:3]
+    elif c in (1, 2):
+        rgb = np.repeat(a[:1], 3, axis=0)
+    else:
+        rgb = np.repeat(np.rint(a.mean(0, keepdims=True)).astype(np.uint8), 3, axis=0)
+    if channels == "grey":
+        if c in (1, 2):
+            return np.ascontiguousarray(a[0])
+        g = rgb.astype(np.float32)
+        g = 0.299 * g[0] + 0.587 * g[1] + 0.114 * g[2]
+        return np.ascontiguousarray(np.clip(np.rint(g), 0, 255).astype(np.uint8))
+    if channels != "rgb":
+        raise ValueError(f"channels: expected 'rgb' or 'grey', got {channels!r}")
+    return np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
+
+
+def _resize(a, scale):
+    """``a`` (uint8, HxW or HxWx3) resized by ``scale`` (Pillow, antialiased)."""
+    if scale == 1.0:
+        return a
+    import PIL.Image
+
+    h, w = a.shape[:2]
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    return np.asarray(PIL.Image.fromarray(a).resize(size, PIL.Image.BILINEAR))
+
+
+def _box(top, left, bottom, right):
+    return bounding_box((float(top), float(left)), (float(bottom), float(right)))
+
+
+def non_max_suppression(boxes, scores, iou=0.3):
+    """Indices of the boxes kept by greedy non-maximum suppression, best first.
+
+    Parameters
+    ----------
+    boxes : ``(n, 4)`` array of ``top, left, bottom, right``
+    scores : ``(n,)`` array
+    iou : `float`
+        A box overlapping a better one by more than this is dropped.
+    """
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    order = list(np.argsort(-np.asarray(scores, float), kind="stable"))
+    area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
+    keep = []
+    while order:
+        i = order.pop(0)
+        keep.append(int(i))
+        if not order:
+            break
+        rest = np.array(order)
+        lo = np.maximum(boxes[i, :2], boxes[rest, :2])
+        hi = np.minimum(boxes[i, 2:], boxes[rest, 2:])
+        inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+        union = area[i] + area[rest] - inter
+        ov = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        order = [j for j, o in zip(order, ov) if o <= iou]
+    return keep
+
+
+class FaceDetector:
+    """Base class: subclasses implement :meth:`_detect` on an 8-bit array.
+
+    Parameters
+    ----------
+    max_side : `int` or `None`
+        Images whose long side is larger are shrunk to it before detection (speed;
+        faces much smaller than the detector's window are then missed).
+    small_side : `int`
+        Images whose long side is smaller are upsampled 2x (small faces).
+    """
+
+    name = "detector"
+    channels = "rgb"
+
+    def __init__(self, max_side=None, small_side=400):
+        self.max_side = max_side
+        self.small_side = small_side
+
+    def _scale(self, h, w):
+        long = max(h, w)
+        if long < self.small_side:
+            return 2.0
+        if self.max_side is not None and long > self.max_side:
+            return self.max_side / long
+        return 1.0
+
+    def __call__(self, image):
+        """Faces in ``image``, best score first (``[]`` when there is none)."""
+        a = image_to_uint8(image, self.channels)
+        h, w = a.shape[:2]
+        if min(h, w) < 16:
+            return []
+        s = self._scale(h, w)
+        found = self._detect(_resize(a, s))  # (top, left, bottom, right, score) rows
+        out = []
+        for t, l, b, r, score, *name in found:
+            # not clipped to the image: the calibration maps the detector's whole box
+            t, l, b, r = t / s, l / s, b / s, r / s
+            if b - t < 2 or r - l < 2:
+                continue
+            out.append(
+                Detection(
+                    _box(t, l, b, r), float(score), name[0] if name else self.name
+                )
+            )
+        return sorted(out, key=lambda d: -d.score)
+
+    def _detect(self, a):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __str__(self):
+        return (
+            f"{self.name} face detector (max side {self.max_side}, small side "
+            f"{self.small_side})"
+        )
+
+
+def _dlib():
+    try:
+        import dlib
+    except ImportError as e:  # pragma: no cover - dlib is in the 'peers' extra
+        raise ImportError(
+            "the dlib face detectors need dlib: pip install 'menpo-densereg[peers]'"
+        ) from e
+    return dlib
+
+
+class DlibHOGDetector(FaceDetector):
+    """dlib's HOG frontal face detector (5 HOG filters: frontal, left/right turned).
+
+    ``threshold`` is dlib's ``adjust_threshold`` (lower finds more, with more false
+    positives). Faces found by the two turned-face filters are reported as
+    ``hog-side`` and ``hog-side-mirrored`` (the other way): their boxes sit
+    differently on the face and have a calibration of their own.
+    """
+
+    name = "hog"
+    _names = {1: "hog-side", 2: "hog-side-mirrored"}
+
+    def __init__(self, max_side=800, small_side=400, threshold=0.0):
+        super().__init__(max_side, small_side)
+        self.threshold = threshold
+        self._net = None
+
+    def _detect(self, a):
+        if self._net is None:
+            self._net = _dlib().get_frontal_face_detector()
+        rects, scores, idx = self._net.run(a, 0, self.threshold)
+        return [
+            (
+                r.top(),
+                r.left(),
+                r.bottom(),
+                r.right(),
+                s,
+                self._names.get(int(i), "hog"),
+            )
+            for r, s, i in zip(rects, scores, idx)
+        ]
+
+
+def _face_recognition_model(name):
+    """Path of a model file inside the ``face_recognition_models`` package."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "the mmod detector needs face_recognition_models: "
+            "pip install 'menpo-densereg[peers]'"
+        )
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / "models" / name
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"{name}: not found in face_recognition_models")
+
+
+class DlibMMODDetector(FaceDetector):
+    """dlib's CNN (MMOD) face detector, weights from ``face_recognition_models``.
+
+    Its smallest face is ~80 px in the working image; it costs ~1.5 s per 400 x 300
+    image on one idle CPU core, hence the default ``max_side`` of 400 and upsampling
+    only images under 160 px.
+    """
+
+    name = "mmod"
+
+    def __init__(self, max_side=400, small_side=160):
+        super().__init__(max_side, small_side)
+        self._net = None
+
+    def _detect(self, a):
+        if self._net is None:
+            path = _face_recognition_model("mmod_human_face_detector.dat")
+            self._net = _dlib().cnn_face_detection_model_v1(str(path))
+        found = self._net(a, 0)
+        return [
+            (d.rect.top(), d.rect.left(), d.rect.bottom(), d.rect.right(), d.confidence)
+            for d in found
+        ]
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's frontal + profile Haar cascades (``cv2.data.haarcascades``).
+
+    The profile cascade is trained on faces turned one way; it also runs on the
+    mirrored image. Detections of both are merged by non-maximum suppression; the
+    score is the cascade's last-stage weight, profiles are reported under the name
+    ``haar-profile`` (their box convention, and so their calibration, differs).
+    """
+
+    name = "haar"
+    channels = "grey"
+
+    def __init__(
+        self, max_side=480, small_side=240, min_size=24, neighbours=5, profile=True
+    ):
+        super().__init__(max_side, small_side)
+        self.min_size = min_size
+        self.neighbours = neighbours
+        self.profile = profile
+        self._cascades = None
+
+    def _load(self):
+        try:
+            import cv2
+        except ImportError as e:  # pragma: no cover - opencv is in 'peers'
+            raise ImportError(
+                "the haar detector needs OpenCV: pip install 'menpo-densereg[peers]'"
+            ) from e
+        root = Path(cv2.data.haarcascades)
+        out = {}
+        for key, f in (
+            ("haar", "haarcascade_frontalface_alt2.xml"),
+            ("haar-profile", "haarcascade_profileface.xml"),
+        ):
+            c = cv2.CascadeClassifier(str(root / f))
+            if c.empty():
+                raise FileNotFoundError(
+                    f"{root / f}: OpenCV cascade missing or unreadable"
+                )
+            out[key] = c
+        return out
+
+    def _run(self, c, g):
+        rects, _, weights = c.detectMultiScale3(
+            g,
+            scaleFactor=1.1,
+            minNeighbors=self.neighbours,
+            minSize=(self.min_size, self.min_size),
+            outputRejectLevels=True,
+        )
+        return [
+            (r, float(w)) for r, w in zip(np.reshape(rects, (-1, 4)), np.ravel(weights))
+        ]
+
+    def _detect(self, g):
+        if self._cascades is None:
+            self._cascades = self._load()
+        W = g.shape[1]
+        rows = []
+        for (x, y, w, h), s in self._run(self._cascades["haar"], g):
+            rows.append((y, x, y + h, x + w, s, "haar"))
+        if self.profile:
+            pc = self._cascades["haar-profile"]
+            for (x, y, w, h), s in self._run(pc, g):
+                rows.append((y, x, y + h, x + w, s, "haar-profile"))
+            for (x, y, w, h), s in self._run(pc, np.ascontiguousarray(g[:, ::-1])):
+                rows.append((y, W - x - w, y + h, W - x, s, "haar-profile-mirrored"))
+        if not rows:
+            return []
+        keep = non_max_suppression([r[:4] for r in rows], [r[4] for r in rows], 0.3)
+        return [rows[i] for i in keep]
+
+
+def _merge_stages(stages, confident):
+    """The cascade rule on the members' results, in member order.
+
+    ``stages`` yields ``(detections, name)`` lazily; a stage runs only while no
+    earlier detection scored at least its member's ``confident`` score (``None``: any
+    detection is enough). Detections of a later stage that overlap an earlier one
+    (IoU > 0.3) replace it (the later members are the more robust ones); the result
+    lists the stages' detections in stage order, each stage by score.
+    """
+    kept = []  # list of lists (one per stage)
+    for dets, name in stages:
+        if dets:
+            new = list(dets)
+            boxes = [np.concatenate(_tlbr(d.box)) for d in new]
+            for stage in kept:
+                stage[:] = [
+                    d
+                    for d in stage
+                    if not any(
+                        _iou_tlbr(np.concatenate(_tlbr(d.box)), b) > 0.3 for b in boxes
+                    )
+                ]
+            kept.append(new)
+        flat = [d for stage in kept for d in stage]
+        thr = confident.get(name) if isinstance(confident, dict) else None
+        if flat and (thr is None or max(d.score for d in flat) >= thr):
+            break
+    return [d for stage in reversed(kept) for d in stage]
+
+
+def _tlbr(box):
+    """``(top, left), (bottom, right)`` of a box."""
+    return box.points.min(0), box.points.max(0)
+
+
+def _iou_tlbr(a, b):
+    lo, hi = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    inter = float(np.prod(np.clip(hi - lo, 0, None)))
+    union = float(np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class CascadeDetector(FaceDetector):
+    """Run detectors in turn, the next only where the earlier ones are not sure.
+
+    A later (slower, more robust) detector runs when the earlier ones found nothing,
+    or when their best score is below ``confident[name]`` for the last one that ran
+    (dlib's HOG is unreliable below a score of ~0.5: profile faces, boxes half on the
+    face). Overlapping detections keep the later detector's box; the list holds the
+    later stage's detections first.
+
+    Parameters
+    ----------
+    detectors : sequence of `FaceDetector`
+        Fast first.
+    confident : `dict`, optional
+        ``{member name: score}`` above which the cascade stops after that member.
+    """
+
+    name = "cascade"
+
+    def __init__(self, detectors, confident=None):
+        super().__init__()
+        self.detectors = list(detectors)
+        self.confident = dict(confident or {})
+
+    def __call__(self, image):
+        return _merge_stages(
+            ((d(image), d.name) for d in self.detectors), self.confident
+        )
+
+    def __str__(self):
+        return "cascade face detector: " + " -> ".join(
+            (
+                f"{d.name} (stop at score {self.confident[d.name]})"
+                if d.name in self.confident
+                else d.name
+            )
+            for d in self.detectors
+        )
+
+
+#: The cascade's members and the score at which it stops after each.
+CASCADE = (("hog", 0.5), ("mmod", None), ("haar", None))
+
+
+@lru_cache(maxsize=None)
+def get_detector(name=DEFAULT_DETECTOR):
+    """The shared detector called ``name`` (one of `DETECTOR_NAMES`).
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the known ones).
+    """
+    if isinstance(name, FaceDetector):
+        return name
+    if name == "hog":
+        return DlibHOGDetector()
+    if name == "mmod":
+        return DlibMMODDetector()
+    if name == "haar":
+        return HaarDetector()
+    if name == "cascade":
+        return CascadeDetector(
+            [get_detector(n) for n, _ in CASCADE],
+            {n: t for n, t in CASCADE if t is not None},
+        )
+    raise ValueError(
+        f"detector: unknown name {name!r} (known: {', '.join(DETECTOR_NAMES)})"
+    )
+
+
+def detect(image, detector=DEFAULT_DETECTOR, calibrate=True):
+    """Faces in ``image`` as ``(box, detection)`` pairs, largest box first.
+
+    Parameters
+    ----------
+    image : `menpo.image.Image`
+    detector : `str` or `FaceDetector`
+    calibrate : `bool`
+        Map each box to the landmark-box convention (:func:`calibrate_box`).
+
+    Returns
+    -------
+    faces : `list` of ``(PointDirectedGraph, Detection)``
+    """
+    det = detector if isinstance(detector, FaceDetector) else get_detector(detector)
+    out = [(d.calibrated() if calibrate else d.box, d) for d in det(image)]
+    return sorted(out, key=lambda bd: -float(np.prod(bd[0].range())))
+
+
+# ======================================================================================
+# calibration
+
+
+def box_params(box):
+    """``(centre, size)`` of a box (``(y, x)`` each) from any PointCloud of its corners."""
+    pts = box.points if isinstance(box, PointCloud) else np.asarray(box, float)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    return (lo + hi) / 2, hi - lo
+
+
+@dataclass(frozen=True)
+class BoxCalibration:
+    """Detector box -> tight landmark box: ``centre += offset * size``, ``size *= scale``.
+
+    ``offset`` and ``scale`` are ``(y, x)`` pairs, in units of the detector box's size.
+    """
+
+    offset: tuple = (0.0, 0.0)
+    scale: tuple = (1.0, 1.0)
+
+    def __call__(self, box):
+        c, s = box_params(box)
+        c = c + np.asarray(self.offset, float) * s
+        half = np.asarray(self.scale, float) * s / 2
+        return bounding_box(c - half, c + half)
+
+    def __str__(self):
+        return (
+            f"centre + ({self.offset[0]:+.3f}, {self.offset[1]:+.3f}) x size, size x "
+            f"({self.scale[0]:.3f}, {self.scale[1]:.3f})"
+        )
+
+
+def fit_calibration(detector_boxes, landmark_boxes):
+    """The `BoxCalibration` taking ``detector_boxes`` to ``landmark_boxes``.
+
+    Each pair gives the landmark box's centre shift and size ratio in units of the
+    detector box; the calibration is their median (robust to a few wrong matches).
+
+    Raises
+    ------
+    ValueError
+        No pairs, or lists of different lengths.
+    """
+    if len(detector_boxes) != len(landmark_boxes):
+        raise ValueError(
+            f"fit_calibration: {len(detector_boxes)} detector boxes but "
+            f"{len(landmark_boxes)} landmark boxes"
+        )
+    if not detector_boxes:
+        raise ValueError("fit_calibration: no box pairs to fit")
+    off, sc = [], []
+    for d, g in zip(detector_boxes, landmark_boxes):
+        (cd, sd), (cg, sg) = box_params(d), box_params(g)
+        off.append((cg - cd) / sd)
+        sc.append(sg / sd)
+    o, s = np.median(off, axis=0), np.median(sc, axis=0)
+    return BoxCalibration(tuple(float(v) for v in o), tuple(float(v) for v in s))
+
+
+@lru_cache(maxsize=8)
+def _load(path, mtime_ns):
+    with open(path) as f:
+        data = json.load(f)
+    return {
+        k: BoxCalibration(tuple(v["offset"]), tuple(v["scale"]))
+        for k, v in data["detectors"].items()
+    }
+
+
+def load_calibrations(path=None):
+    """``{detector name: BoxCalibration}`` from the calibration file.
+
+    ``path`` defaults to `CALIBRATION_FILE`; the environment variable
+    ``MENPO_DENSEREG_BOX_CALIBRATION`` overrides it. A missing file gives ``{}``.
+    """
+    path = path or os.environ.get("MENPO_DENSEREG_BOX_CALIBRATION") or CALIBRATION_FILE
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        return dict(_load(str(path.resolve()), path.stat().st_mtime_ns))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a box calibration file ({e})") from None
+
+
+def calibrate_box(box, detector):
+    """Map a box found by ``detector`` to the tight landmark box the networks expect.
+
+    This is the one place a detector box is calibrated: ``fit``, ``benchmark``, the
+    initialisers and tracking all call it (directly, through `Detection.calibrated`
+    or through :func:`detect`).
+
+    Parameters
+    ----------
+    box : `menpo.shape.PointCloud`
+        The detector's box (its corners, ``(y, x)``).
+    detector : `str`
+        The name of the detector that found it (``Detection.detector``); ``"gt"``
+        and ``"landmarks"`` return the box unchanged.
+
+    Raises
+    ------
+    ValueError
+        No calibration is stored for ``detector``.
+    """
+    if detector in ("gt", "landmarks"):
+        c, s = box_params(box)
+        return bounding_box(c - s / 2, c + s / 2)
+    cal = load_calibrations()
+    mirrored = detector.endswith("-mirrored")
+    name = detector[: -len("-mirrored")] if mirrored else detector
+    # a sub-detector without a calibration of its own ("hog-side") takes its family's
+    while name not in cal and "-" in name:
+        name = name.rsplit("-", 1)[0]
+    if name not in cal:
+        raise ValueError(
+            f"detector: no box calibration for {detector!r} in {CALIBRATION_FILE.name} "
+            f"(calibrated: {', '.join(sorted(cal)) or 'none'}); run "
+            "scripts/fit_box_calibration.py"
+        )
+    c = cal[name]
+    if mirrored:  # a mirrored pass: its detector's calibration, mirrored in x
+        c = BoxCalibration((c.offset[0], -c.offset[1]), c.scale)
+    return c(box)
+
+
+# ======================================================================================
+# many images, resumable (the calibration tool and benchmarks/detectors.py)
+
+
+def scan_detections(items, names=("hog", "mmod", "haar"), cache=None, progress=True):
+    """Raw detections of several detectors on many images, cached and resumable.
+
+    Parameters
+    ----------
+    items : sequence of ``(key, load)``
+        ``key`` a unique string (e.g. the file path), ``load()`` returns the image.
+    names : sequence of `str`
+        Detector names (`DETECTOR_NAMES`, ``cascade`` excepted: derive it with
+        :func:`cascade_of`).
+    cache : `str` or `Path`, optional
+        A JSON-lines file: results already there are reused, new ones appended one line
+        at a time (an interrupted run loses at most the image it was on).
+    progress : `bool`
+        Show a tqdm bar.
+
+    Returns
+    -------
+    found : `dict`
+        ``{key: {name: (detections, milliseconds)}}``.
+    """
+    import time
+
+    done = {}
+    if cache is not None and Path(cache).is_file():
+        with open(cache) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by an interrupted run
+                dets = [
+                    Detection(_box(*row[:4]), float(row[4]), row[5])
+                    for row in r["found"]
+                ]
+                done.setdefault(r["key"], {})[r["detector"]] = (dets, r["ms"])
+    todo = [(k, ld) for k, ld in items if any(n not in done.get(k, {}) for n in names)]
+    out_f = None
+    if cache is not None and todo:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        out_f = open(cache, "a")
+    try:
+        it = todo
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            it = tqdm(todo, desc=f"detecting ({', '.join(names)})", unit="image")
+        for key, load in it:
+            image = load()
+            for n in names:
+                if n in done.get(key, {}):
+                    continue
+                t0 = time.perf_counter()
+                dets = get_detector(n)(image)
+                ms = 1000.0 * (time.perf_counter() - t0)
+                done.setdefault(key, {})[n] = (dets, ms)
+                if out_f is not None:
+                    rows = [
+                        [*d.box.points.min(0).tolist(), *d.box.points.max(0).tolist()]
+                        + [d.score, d.detector]
+                        for d in dets
+                    ]
+                    out_f.write(
+                        json.dumps({"key": key, "detector": n, "ms": ms, "found": rows})
+                        + "\n"
+                    )
+                    out_f.flush()
+    finally:
+        if out_f is not None:
+            out_f.close()
+    return {k: done[k] for k, _ in items if k in done}
+
+
+def cascade_of(per_detector):
+    """What the ``cascade`` detector returns, from each member's detections on one image.
+
+    Parameters
+    ----------
+    per_detector : `dict`
+        ``{name: detections}`` (or ``{name: (detections, ms)}`` as
+        :func:`scan_detections` gives) for the members of `CASCADE`.
+
+    Returns
+    -------
+    detections : `list` of `Detection`
+    ms : `float`
+        The summed time of the members that would have run.
+    """
+    ran = []
+
+    def stages():
+        for n, _ in CASCADE:
+            v = per_detector[n]
+            dets, t = v if isinstance(v, tuple) else (v, float("nan"))
+            ran.append(t)
+            yield dets, n
+
+    out = _merge_stages(stages(), {n: t for n, t in CASCADE if t is not None})
+    return out, float(np.sum(ran))

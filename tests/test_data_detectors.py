@@ -1,0 +1,296 @@
+import json
+
+import numpy as np
+import pytest
+from menpo.image import Image
+from menpo.shape import bounding_box
+
+from menpo_densereg.data import detectors as D
+from menpo_densereg.data.boxes import (
+    box_iou,
+    calibrate_detector_box,
+    detect_faces,
+    detector_box,
+)
+
+
+def _corners(box):
+    return np.concatenate([box.points.min(0), box.points.max(0)])
+
+
+@pytest.fixture(scope="module")
+def takeo():
+    import menpo.io as mio
+
+    return mio.import_builtin_asset.takeo_ppm()
+
+
+def _has(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+needs_dlib = pytest.mark.skipif(not _has("dlib"), reason="dlib (peers extra) absent")
+needs_cv2 = pytest.mark.skipif(not _has("cv2"), reason="opencv (peers extra) absent")
+
+
+def test_calibration_known_box_in_known_box_out():
+    cal = D.BoxCalibration(offset=(0.1, -0.05), scale=(0.9, 0.8))
+    out = cal(bounding_box((0.0, 0.0), (100.0, 200.0)))
+    # centre (50, 100) + (10, -10); size (90, 160)
+    np.testing.assert_allclose(_corners(out), [15.0, 10.0, 105.0, 170.0])
+
+
+def test_fit_calibration_recovers_the_map():
+    true = D.BoxCalibration(offset=(0.12, 0.02), scale=(0.85, 0.95))
+    rng = np.random.default_rng(0)
+    det = []
+    for _ in range(9):
+        lo = rng.uniform(0, 100, 2)
+        det.append(bounding_box(lo, lo + rng.uniform(40, 90, 2)))
+    lm = [true(b) for b in det]
+    lm[0] = bounding_box(
+        (0.0, 0.0), (5.0, 5.0)
+    )  # one wrong match: the median ignores it
+    fit = D.fit_calibration(det, lm)
+    np.testing.assert_allclose(fit.offset, true.offset, atol=1e-9)
+    np.testing.assert_allclose(fit.scale, true.scale, atol=1e-9)
+    with pytest.raises(ValueError, match="no box pairs"):
+        D.fit_calibration([], [])
+
+
+def test_calibrate_box_uses_the_stored_file(tmp_path, monkeypatch):
+    f = tmp_path / "cal.json"
+    f.write_text(
+        json.dumps({"detectors": {"toy": {"offset": [0.5, 0.0], "scale": [2.0, 1.0]}}})
+    )
+    monkeypatch.setenv("MENPO_DENSEREG_BOX_CALIBRATION", str(f))
+    out = D.calibrate_box(bounding_box((0.0, 0.0), (10.0, 10.0)), "toy")
+    np.testing.assert_allclose(_corners(out), [0.0, 0.0, 20.0, 10.0])
+    # a mirrored pass takes its detector's calibration mirrored in x
+    f = tmp_path / "cal2.json"
+    f.write_text(
+        json.dumps({"detectors": {"toy": {"offset": [0.0, 0.1], "scale": [1, 1]}}})
+    )
+    monkeypatch.setenv("MENPO_DENSEREG_BOX_CALIBRATION", str(f))
+    out = D.calibrate_box(bounding_box((0.0, 0.0), (10.0, 10.0)), "toy-mirrored")
+    np.testing.assert_allclose(_corners(out), [0.0, -1.0, 10.0, 9.0])
+    # ground-truth boxes pass unchanged; unknown detectors are a clear error
+    gt = D.calibrate_box(bounding_box((1.0, 2.0), (3.0, 4.0)), "gt")
+    np.testing.assert_allclose(_corners(gt), [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="no box calibration for 'nope'"):
+        D.calibrate_box(gt, "nope")
+    # a sub-detector without a calibration of its own takes its family's
+    side = D.calibrate_box(bounding_box((0.0, 0.0), (10.0, 10.0)), "toy-side")
+    np.testing.assert_allclose(_corners(side), [0.0, 1.0, 10.0, 11.0])
+
+
+def test_shipped_calibrations_cover_every_detector():
+    cal = D.load_calibrations(D.CALIBRATION_FILE)
+    for name in ("hog", "mmod", "haar", "haar-profile"):
+        assert name in cal
+        assert all(0.5 < s < 2.0 for s in cal[name].scale)
+        assert all(abs(o) < 0.5 for o in cal[name].offset)
+
+
+def test_image_to_uint8_any_pixel_type():
+    ramp = np.linspace(0, 1, 20 * 30, dtype=np.float64).reshape(1, 20, 30)
+    grey = D.image_to_uint8(Image(ramp), "grey")
+    assert grey.shape == (20, 30) and grey.dtype == np.uint8
+    assert grey[0, 0] == 0 and grey[-1, -1] == 255
+    rgb = D.image_to_uint8(Image(ramp), "rgb")
+    assert rgb.shape == (20, 30, 3)
+    wide = Image((ramp * 65535).astype(np.uint16), copy=False)
+    np.testing.assert_allclose(D.image_to_uint8(wide, "grey"), grey, atol=1)
+    rgba = Image(np.concatenate([np.repeat(ramp, 3, 0), np.zeros_like(ramp)]))
+    np.testing.assert_array_equal(D.image_to_uint8(rgba, "grey"), grey)
+    with pytest.raises(TypeError, match="menpo.image.Image"):
+        D.image_to_uint8(np.zeros((10, 10)))
+
+
+def test_non_max_suppression_keeps_the_best_of_overlaps():
+    boxes = [[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]]
+    assert D.non_max_suppression(boxes, [0.5, 0.9, 0.1]) == [1, 2]
+
+
+def test_unknown_detector_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown name 'yolo'.*hog"):
+        D.get_detector("yolo")
+
+
+def _as(image, kind):
+    px = image.pixels
+    if kind == "grey":
+        return Image(px.mean(0, keepdims=True).astype(np.float32), copy=False)
+    if kind == "uint16":
+        return Image(np.rint(px * 65535).astype(np.uint16), copy=False)
+    return image
+
+
+@pytest.mark.parametrize("name", ["hog", "haar", "cascade"])
+@pytest.mark.parametrize("kind", ["rgb", "grey", "uint16"])
+def test_detectors_find_takeo_in_any_pixel_type(takeo, name, kind):
+    if name != "haar" and not _has("dlib"):
+        pytest.skip("dlib (peers extra) absent")
+    if name == "haar" and not _has("cv2"):
+        pytest.skip("opencv (peers extra) absent")
+    found = D.get_detector(name)(_as(takeo, kind))
+    assert found and isinstance(found[0], D.Detection)
+    assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
+    gt = takeo.landmarks["PTS"].bounding_box()
+    assert box_iou(found[0].calibrated(), gt) > 0.6
+    assert box_iou(found[0].calibrated(), gt) >= box_iou(found[0].box, gt) - 0.05
+
+
+@pytest.mark.parametrize("name", ["hog", "haar", "cascade"])
+def test_no_face_is_an_empty_list(name):
+    if name != "haar" and not _has("dlib"):
+        pytest.skip("dlib (peers extra) absent")
+    if name == "haar" and not _has("cv2"):
+        pytest.skip("opencv (peers extra) absent")
+    d = D.get_detector(name)
+    assert d(Image(np.full((1, 120, 160), 0.5, np.float32))) == []
+    assert d(Image(np.zeros((3, 4, 4), np.float32))) == []  # too small to hold a face
+
+
+@needs_dlib
+def test_mmod_finds_takeo(takeo):
+    import importlib.util
+
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face_recognition_models (peers extra) absent")
+    found = D.get_detector("mmod")(takeo)
+    assert len(found) == 1 and found[0].detector == "mmod"
+    gt = takeo.landmarks["PTS"].bounding_box()
+    assert box_iou(found[0].calibrated(), gt) > box_iou(found[0].box, gt)
+
+
+@needs_dlib
+def test_boxes_helpers_use_the_interface(takeo):
+    gt_shape = takeo.landmarks["PTS"]
+    boxes = detect_faces(takeo, detector="hog")
+    assert len(boxes) == 1
+    box, source = detector_box(takeo, gt_shape, detector="hog")
+    assert source.startswith("hog")  # "hog" or its side-view filters
+    assert box_iou(box, gt_shape.bounding_box()) > 0.6  # calibrated
+    cal = calibrate_detector_box(boxes[0])
+    np.testing.assert_allclose(
+        _corners(cal), _corners(D.calibrate_box(boxes[0], "hog"))
+    )
+    flat = Image(np.full((1, 120, 160), 0.5, np.float32))
+    flat.landmarks["PTS"] = gt_shape
+    box, source = detector_box(flat, gt_shape, detector="hog")
+    assert source == "gt"
+
+
+def test_detect_sorts_largest_first(monkeypatch):
+    class Two(D.FaceDetector):
+        name = "toy"
+
+        def _detect(self, a):
+            return [(0, 0, 10, 10, 2.0), (0, 0, 40, 40, 1.0)]
+
+    monkeypatch.setattr(D, "calibrate_box", lambda b, n: b)
+    out = D.detect(Image(np.zeros((1, 500, 500))), Two(), calibrate=False)
+    assert [bd[1].score for bd in out] == [1.0, 2.0]
+
+
+class _Fixed(D.FaceDetector):
+    """A detector that returns fixed rows (and counts its calls)."""
+
+    def __init__(self, name, rows):
+        super().__init__()
+        self.name, self.rows, self.calls = name, rows, 0
+
+    def _detect(self, a):
+        self.calls += 1
+        return list(self.rows)
+
+
+def test_cascade_stops_when_the_fast_detector_is_sure():
+    image = Image(np.zeros((1, 500, 500), np.float32))
+    fast = _Fixed("fast", [(10, 10, 110, 110, 2.0)])
+    slow = _Fixed("slow", [(300, 300, 400, 400, 1.0)])
+    found = D.CascadeDetector([fast, slow], {"fast": 0.5})(image)
+    assert [d.detector for d in found] == ["fast"] and slow.calls == 0
+
+
+def test_cascade_asks_the_robust_detector_below_the_score():
+    image = Image(np.zeros((1, 500, 500), np.float32))
+    fast = _Fixed("fast", [(10, 10, 110, 110, 0.1), (300, 300, 400, 400, 0.2)])
+    slow = _Fixed("slow", [(12, 12, 112, 112, 1.0)])
+    last = _Fixed("last", [(0, 0, 50, 50, 9.0)])
+    found = D.CascadeDetector([fast, slow, last], {"fast": 0.5})(image)
+    # the overlapping weak box is replaced by the robust one; the other one stays
+    assert [(d.detector, d.score) for d in found] == [("slow", 1.0), ("fast", 0.2)]
+    assert last.calls == 0
+    empty = _Fixed("fast", [])
+    found = D.CascadeDetector([empty, _Fixed("slow", []), last], {"fast": 0.5})(image)
+    assert [d.detector for d in found] == ["last"]
+
+
+def test_cascade_of_matches_the_detector():
+    hog = [D.Detection(bounding_box((0.0, 0.0), (9.0, 9.0)), 0.2, "hog")]
+    mmod = [D.Detection(bounding_box((50.0, 50.0), (90.0, 90.0)), 1.0, "mmod")]
+    out, ms = D.cascade_of({"hog": (hog, 1.0), "mmod": (mmod, 10.0), "haar": ([], 5.0)})
+    assert [d.detector for d in out] == ["mmod", "hog"] and ms == 11.0
+    hog[0] = D.Detection(hog[0].box, 0.9, "hog")
+    out, ms = D.cascade_of({"hog": (hog, 1.0), "mmod": (mmod, 10.0), "haar": ([], 5.0)})
+    assert [d.detector for d in out] == ["hog"] and ms == 1.0
+
+
+class _Echo:
+    """A fake fitter: returns the ground truth (only the boxes matter here)."""
+
+    markup = "68"
+    name = "echo"
+
+    def fit_from_bb(self, image, bounding_box, gt_shape=None):
+        from menpo.shape import PointCloud
+        from menpofit.result import Result
+
+        gt = image.landmarks["PTS"].points
+        return Result(PointCloud(gt.copy()), initial_shape=PointCloud(gt.copy()))
+
+
+@needs_dlib
+def test_benchmark_records_which_detector_found_each_image(takeo):
+    from menpo_densereg.data.markups import get_markup
+    from menpo_densereg.evaluation.benchmark import run_benchmark
+
+    fitter = _Echo()
+    fitter.markup = get_markup("68")
+    flat = Image(np.full((1, 120, 160), 0.5, np.float32))
+    flat.landmarks["PTS"] = takeo.landmarks["PTS"]
+    res = run_benchmark(
+        {"echo": fitter},
+        [takeo, flat],
+        boxes=("detector",),
+        detector="hog",
+        progress=False,
+    )
+    sources = [r.box_source for r in res.records]
+    assert sources[0].startswith("hog") and sources[1] == "gt"
+    assert "1 fits fell back to the GT box" in res.table()
+
+
+def test_benchmark_command_rejects_an_unknown_detector(tmp_path):
+    import argparse
+
+    from menpo_densereg.commands import benchmark as cmd
+
+    args = argparse.Namespace(
+        folders=[tmp_path],
+        fitters=["none"],
+        boxes=["detector"],
+        detector="yolo",
+        out=tmp_path / "o",
+        limit=None,
+        max_error=0.1,
+        no_progress=True,
+    )
+    with pytest.raises(ValueError, match="--detector: .*unknown name 'yolo'"):
+        cmd.run(args)
