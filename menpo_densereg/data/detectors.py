@@ -62,6 +62,7 @@ __all__ = [
     "fit_calibration",
     "load_calibrations",
     "calibrate_box",
+    "uncalibrate_box",
     "CALIBRATION_FILE",
     "scan_detections",
     "cascade_of",
@@ -586,6 +587,13 @@ class BoxCalibration:
         half = np.asarray(self.scale, float) * s / 2
         return bounding_box(c - half, c + half)
 
+    def inverse(self, box):
+        """The detector box whose calibration is ``box`` (a landmark-convention box)."""
+        c, s = box_params(box)
+        size = s / np.asarray(self.scale, float)
+        c = c - np.asarray(self.offset, float) * size
+        return bounding_box(c - size / 2, c + size / 2)
+
     def __str__(self):
         return (
             f"centre + ({self.offset[0]:+.3f}, {self.offset[1]:+.3f}) x size, size x "
@@ -685,6 +693,25 @@ def calibrate_box(box, detector):
     if mirrored:  # a mirrored pass: its detector's calibration, mirrored in x
         c = BoxCalibration((c.offset[0], -c.offset[1]), c.scale)
     return c(box)
+
+
+def uncalibrate_box(box, detector):
+    """The inverse of :func:`calibrate_box`: a landmark-convention box mapped to the box
+    ``detector`` would have given (for models trained on a detector's boxes, such as
+    dlib's 68-point predictor on dlib's HOG boxes).
+
+    Raises
+    ------
+    ValueError
+        No calibration is stored for ``detector``.
+    """
+    cal = load_calibrations()
+    if detector not in cal:
+        raise ValueError(
+            f"detector: no box calibration for {detector!r} in {CALIBRATION_FILE.name} "
+            f"(calibrated: {', '.join(sorted(cal)) or 'none'})"
+        )
+    return cal[detector].inverse(box)
 
 
 # ======================================================================================

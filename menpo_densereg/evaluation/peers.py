@@ -65,8 +65,14 @@ class DlibPeer:
     name : `str`
         Name shown in tables.
     box_scale : `float`
-        The box handed to dlib is the given box scaled about its centre by this factor
-        (1 = the box as given, which is what the benchmark uses for every fitter).
+        The box handed to dlib is scaled about its centre by this factor (1 = as is).
+    box_convention : ``"landmark"`` or ``"dlib"``
+        The boxes given to :meth:`fit_from_bb`. ``"landmark"`` (the project's
+        convention: the tight landmark box, or a detector box calibrated to it) maps
+        them back to dlib's HOG-detector convention, on which its predictor was
+        trained (the inverse of the ``hog`` calibration, one place:
+        :func:`menpo_densereg.data.detectors.uncalibrate_box`); ``"dlib"`` hands them
+        over as they are.
 
     Raises
     ------
@@ -76,7 +82,9 @@ class DlibPeer:
 
     markup = get_markup("68")
 
-    def __init__(self, model_path=None, name="dlib-ert", box_scale=1.0):
+    def __init__(
+        self, model_path=None, name="dlib-ert", box_scale=1.0, box_convention="landmark"
+    ):
         _require_dlib()
         from menpofit.dlib import DlibWrapper
 
@@ -85,9 +93,18 @@ class DlibPeer:
             raise ValueError(f"model_path: {self.model_path} does not exist")
         self.name = name
         self.box_scale = float(box_scale)
+        if box_convention not in ("landmark", "dlib"):
+            raise ValueError(
+                f"box_convention: 'landmark' or 'dlib', got {box_convention!r}"
+            )
+        self.box_convention = box_convention
         self._wrapper = DlibWrapper(str(self.model_path))
 
     def _box(self, bounding_box):
+        if self.box_convention == "landmark":
+            from menpo_densereg.data.detectors import uncalibrate_box
+
+            bounding_box = uncalibrate_box(bounding_box, "hog")
         pts = np.asarray(bounding_box.points, dtype=float)
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         if self.box_scale != 1.0:
@@ -129,7 +146,7 @@ class DlibPeer:
     def __str__(self):
         return (
             f"DlibPeer '{self.name}': dlib ERT 68-point predictor ({self.model_path.name})"
-            f", box scale {self.box_scale:g}"
+            f", box scale {self.box_scale:g}, {self.box_convention} boxes"
         )
 
 

@@ -267,16 +267,6 @@ def default_detector(image):
 _DEFAULT = None
 
 
-def _to_dlib_box(box):
-    """Inverse of :func:`calibrate_detector_box`: landmark box -> dlib HOG box."""
-    from menpo_densereg.data.boxes import DLIB_TO_LANDMARK_BOX
-
-    lo, hi = box.points.min(0), box.points.max(0)
-    side = (hi - lo) / np.asarray(DLIB_TO_LANDMARK_BOX[1])
-    centre = (lo + hi) / 2 - side * np.asarray(DLIB_TO_LANDMARK_BOX[0])
-    return bounding_box(centre - side / 2, centre + side / 2)
-
-
 def drop_images(result):
     """Remove the copies of the image a menpofit result (and its stages) keeps.
 
@@ -346,9 +336,6 @@ class Tracker:
     keep_images : `bool`
         Keep the frame copies inside the menpofit results (``result.image``); off by
         default, or a long video would be held in memory (:func:`drop_images`).
-    box_convention : ``"landmark"``, ``"dlib"`` or `None`
-        The boxes the fitter expects; `None`: ``"dlib"`` for the dlib peer (its ERT is
-        trained on dlib's detector boxes), else ``"landmark"``.
     """
 
     def __init__(
@@ -364,7 +351,6 @@ class Tracker:
         shape_sigma=0.25,
         motion_sigma=0.25,
         min_face=12.0,
-        box_convention=None,
         scale_gain=None,
         keep_images=False,
     ):
@@ -408,14 +394,6 @@ class Tracker:
         self.shape_sigma = float(shape_sigma)
         self.motion_sigma = float(motion_sigma)
         self.min_face = float(min_face)
-        if box_convention is None:
-            from_dlib = type(fitter).__name__ == "DlibPeer"
-            box_convention = "dlib" if from_dlib else "landmark"
-        if box_convention not in ("landmark", "dlib"):
-            raise ValueError(
-                f"box_convention: 'landmark' or 'dlib', got {box_convention!r}"
-            )
-        self.box_convention = box_convention
         if scale_gain is None:
             init = getattr(fitter, "initialiser", fitter)
             scale_gain = 0.0 if type(init).__name__ == "DecafaInitialiser" else 1.0
@@ -498,8 +476,6 @@ class Tracker:
         return value, terms
 
     def _fit_box(self, image, box):
-        if self.box_convention == "dlib":
-            box = _to_dlib_box(box)
         return self.fitter.fit_from_bb(image, box), box
 
     def tracking_box(self, shape):
