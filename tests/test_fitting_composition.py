@@ -253,3 +253,24 @@ def test_ear_chain_on_shared_samples(shared_data):
         e0.append(errs["initialiser"])
         e1.append(errs["refiner"])
     assert np.all(np.isfinite(e1)) and np.mean(e1) < 0.9 * np.mean(e0), (e0, e1)
+
+
+def test_refiner_keyword_arguments_are_forwarded():
+    """fit_from_bb(..., max_iters=2) reaches the refiner (it used to be dropped)."""
+    image, gt = _face()
+
+    class Recorder:
+        markup = "68"
+        name = "recorder"
+        calls = []
+
+        def fit_from_shape(self, image, initial_shape, gt_shape=None, **kwargs):
+            self.calls.append(kwargs)
+            return Result(initial_shape, image=image, initial_shape=initial_shape)
+
+    ref = Recorder()
+    chain = InitialisedFitter(BoxInitialiser(), ref)
+    chain.fit_from_bb(image, box_from_shape(gt), max_iters=2, gt_shape=gt)
+    chain.fit_from_shape(image, gt, max_iters=3, return_costs=True)
+    chain.fit_from_bb(image, box_from_shape(gt))
+    assert ref.calls == [{"max_iters": 2}, {"max_iters": 3, "return_costs": True}, {}]

@@ -252,5 +252,7 @@ def test_shipped_mdm_refines_held_out_faces(shared_data):
         e = res.stage_errors()
         e0.append(e["initialiser"])
         e1.append(e["refiner"])
-    assert np.mean(e1) < 0.7 * np.mean(e0), (e0, e1)
-    assert np.median(e1) < 0.08
+    # measured with mdm-face v3 (2026-12-02): mean 14.6 % -> 4.4 % (ratio 0.30),
+    # median 4.2 % (v2: ratio < 0.7, median < 8 %)
+    assert np.mean(e1) < 0.35 * np.mean(e0), (e0, e1)
+    assert np.median(e1) < 0.05

@@ -26,7 +26,16 @@ from menpo_densereg.data.markups import (
 )
 from menpo_densereg.evaluation.metrics import nme
 
-__all__ = ["pseudo_label_68", "cached_pseudo_labels"]
+__all__ = [
+    "pseudo_label_68",
+    "cached_pseudo_labels",
+    "consensus_pseudo_labels",
+    "consensus_images",
+    "label_with_consensus",
+    "convention_offset",
+    "apply_offset",
+    "raw_hog_box",
+]
 
 
 def _exact_rows(source_markup):
@@ -130,3 +139,304 @@ def cached_pseudo_labels(folder, cache_dir=None, max_nme=0.06, progress=True):
     for path, err in rejected:
         (cache / f"{Path(path).stem}.rejected").write_text(f"{err}\n")
     return out + accepted
+
+
+# --------------------------------------------------------------------------------------
+# Unlabelled pools: consensus of several labellers
+# --------------------------------------------------------------------------------------
+
+
+def _central_detection(image):
+    """The dlib HOG detection nearest the image centre (large faces first), or None."""
+    from menpo_densereg.data.boxes import detect_faces
+
+    for upsample in (0, 1):
+        boxes = detect_faces(image, upsample=upsample)
+        if boxes:
+            c = np.array(image.shape, float) / 2
+            dist = [
+                np.linalg.norm(b.points.mean(0) - c) / np.sqrt(np.prod(b.range()))
+                for b in boxes
+            ]
+            return boxes[int(np.argmin(dist))]
+    return None
+
+
+def label_with_consensus(image, labellers):
+    """Detect the central face and run every labeller from that detection.
+
+    Parameters
+    ----------
+    image : menpo image
+    labellers : `dict` ``{name: fitter}``
+        ``dlib*`` peers get the raw dlib box (their convention); other fitters the box
+        mapped by :func:`menpo_densereg.data.boxes.calibrate_detector_box`.
+
+    Returns
+    -------
+    record : `dict`
+        ``status`` (``"ok"`` or ``"no-face"``), ``box`` (``[[top, left], [bottom,
+        right]]``), ``shapes`` (``{name: (68, 2) list}``) and ``nme``: the largest
+        disagreement (outer-eye NME) between the first labeller and each other one.
+    """
+    from menpo_densereg.data.boxes import calibrate_detector_box
+
+    box = _central_detection(image)
+    if box is None:
+        return {"status": "no-face", "box": None, "shapes": {}, "nme": None}
+    shapes = {}
+    for name, fitter in labellers.items():
+        b = box if name.startswith("dlib") else calibrate_detector_box(box)
+        shapes[name] = np.asarray(fitter.fit_from_bb(image, b).final_shape.points)
+    names = list(shapes)
+    ref = PointCloud(shapes[names[0]])
+    err = max((float(nme(PointCloud(shapes[n]), ref)) for n in names[1:]), default=0.0)
+    lo, hi = box.points.min(0), box.points.max(0)
+    return {
+        "status": "ok",
+        "box": [lo.tolist(), hi.tolist()],
+        "shapes": {n: np.round(s, 3).tolist() for n, s in shapes.items()},
+        "nme": err,
+    }
+
+
+def consensus_pseudo_labels(
+    folder,
+    labellers,
+    versions,
+    max_nme=0.05,
+    files=None,
+    cache_dir=None,
+    limit=None,
+    progress=True,
+    label_missing=True,
+    max_faces=None,
+):
+    """68-point labels of an unlabelled folder, kept where the labellers agree.
+
+    Every image is labelled once (dlib HOG detection of the central face, then each
+    labeller from it) and its record cached as ``<stem>.json`` (atomic writes) in
+    ``<cache>/consensus68/<folder name>-<digest of the labellers' versions>/``, beside a
+    ``provenance.json`` (labellers, their versions). Interrupted runs resume. The
+    threshold is applied when reading, so changing ``max_nme`` needs no relabelling.
+
+    The label is the *first* labeller's shape (dlib's by default: distillation from that
+    peer, checked by our own chain); the others only vote.
+
+    Parameters
+    ----------
+    folder : `str` or `Path`
+        Images (any menpo-readable format); annotations are not needed.
+    labellers : `dict` ``{name: fitter or zero-argument factory}``
+        At least two, in order (the first one's shape is the label); ``dlib*`` names get
+        dlib's raw detector box. Factories are called only when something is labelled.
+        :func:`menpo_densereg.fitting.labellers.consensus_labellers` gives the default
+        ones (dlib ERT + ``densereg-aam-face``) with their versions.
+    versions : `dict` ``{name: str}``
+        Each labeller's version (they key the cache: new versions, new labels).
+    max_nme : `float`
+        Keep a face when the disagreement (outer-eye NME) is at most this.
+    files : `list` of `Path`, optional
+        The images to use (default: every image of ``folder``), e.g. the training side
+        of :func:`menpo_densereg.data.splits.split_files`.
+    cache_dir : `Path`, optional
+        Default :func:`menpo_densereg.cache.cache_dir`.
+    limit : `int`, optional
+        Label at most this many (the first in sorted order).
+    label_missing : `bool`
+        With `False`, images without a cached record are skipped (not labelled).
+    max_faces : `int`, optional
+        Return at most this many kept faces, evenly spread over the sorted list.
+
+    Returns
+    -------
+    kept : `list` of ``(path, (68, 2) array, nme)``
+    summary : `dict`
+        ``pool``, ``n_images``, ``n_no_face``, ``n_labelled``, ``n_kept``,
+        ``kept_fraction`` (of the images with a face), ``max_nme``, ``labellers``,
+        ``versions``, ``label_seconds`` (time spent labelling in this call),
+        ``median_nme``.
+    """
+    import json
+    import time
+
+    import menpo.io as mio
+    from tqdm.auto import tqdm
+
+    from menpo_densereg.atomic import atomic_write_text
+    from menpo_densereg.cache import cache_dir as default_cache
+
+    folder = Path(folder)
+    factories = dict(labellers)
+    labellers = tuple(factories)
+    if len(labellers) < 2:
+        raise ValueError(f"labellers: a consensus needs two or more, got {labellers}")
+    if set(versions) != set(labellers):
+        raise ValueError(f"versions: expected one per labeller {labellers}")
+    if files is None:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder")
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
+        )
+    files = [Path(f) for f in files][: limit if limit else None]
+    versions = {n: str(versions[n]) for n in labellers}
+    import hashlib
+
+    digest = hashlib.sha1(json.dumps(versions, sort_keys=True).encode()).hexdigest()
+    root = Path(cache_dir) if cache_dir else default_cache()
+    cache = root / "consensus68" / f"{folder.name}-{digest[:10]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    prov = {"pool": str(folder), "labellers": list(labellers), "versions": versions}
+    atomic_write_text(cache / "provenance.json", json.dumps(prov, indent=1))
+    fitters, t0 = None, time.time()
+    records = {}
+    for f in tqdm(files, desc=f"consensus {folder.name}", disable=not progress):
+        rec_file = cache / f"{f.stem}.json"
+        if rec_file.is_file():
+            records[f] = json.loads(rec_file.read_text())
+            continue
+        if not label_missing:
+            continue
+        if fitters is None:
+            fitters = {
+                n: f() if callable(f) and not hasattr(f, "fit_from_bb") else f
+                for n, f in factories.items()
+            }
+        image = mio.import_image(f, normalize=True)
+        rec = label_with_consensus(image, fitters)
+        rec["file"] = f.name
+        atomic_write_text(rec_file, json.dumps(rec))
+        records[f] = rec
+    seconds = time.time() - t0 if fitters is not None else 0.0
+    kept, errs = [], []
+    for f, rec in records.items():
+        if rec["status"] != "ok":
+            continue
+        errs.append(rec["nme"])
+        if rec["nme"] <= max_nme:
+            kept.append((f, np.asarray(rec["shapes"][labellers[0]], float), rec["nme"]))
+    n_face, n_kept = len(errs), len(kept)
+    if max_faces and len(kept) > int(max_faces):
+        idx = np.linspace(0, len(kept) - 1, int(max_faces)).round().astype(int)
+        kept = [kept[i] for i in sorted(set(idx))]
+    summary = {
+        "pool": folder.name,
+        "n_images": len(records),
+        "n_no_face": len(records) - n_face,
+        "n_labelled": n_face,
+        "n_kept": n_kept,
+        "n_returned": len(kept),
+        "kept_fraction": n_kept / n_face if n_face else 0.0,
+        "max_nme": float(max_nme),
+        "median_nme": float(np.median(errs)) if errs else float("nan"),
+        "labellers": list(labellers),
+        "versions": versions,
+        "label_seconds": round(seconds, 1),
+        "cache": str(cache),
+    }
+    return kept, summary
+
+
+def consensus_images(
+    folder, labellers, versions, max_nme=0.05, files=None, group="PTS", **kwargs
+):
+    """Menpo images of :func:`consensus_pseudo_labels`' kept faces, label in ``group``.
+
+    Each image gets attributes ``path`` and ``pseudo_nme``. Other keyword arguments go
+    to :func:`consensus_pseudo_labels`.
+
+    Returns
+    -------
+    images : `list`
+    summary : `dict`
+    """
+    import menpo.io as mio
+
+    kept, summary = consensus_pseudo_labels(
+        folder, labellers, versions, max_nme=max_nme, files=files, **kwargs
+    )
+    images = []
+    for f, pts, err in kept:
+        im = mio.import_image(f, normalize=True)
+        im.landmarks.clear()
+        im.landmarks[group] = PointCloud(pts)
+        im.path, im.pseudo_nme = f, err
+        images.append(im)
+    return images, summary
+
+
+def convention_offset(images, peer=None, group="PTS", boxes="detector"):
+    """Mean per-point offset of a peer's points from the images' own, face-normalised.
+
+    For each image the peer is run from its own detector's box (``boxes="detector"``,
+    dlib HOG, images without an overlapping detection skipped) or from the tight
+    landmark box (``boxes="gt"``); the difference
+    ``peer - manual`` is expressed in the frame of the manual shape (rotated so the
+    outer eye corners are level, divided by their distance) and averaged. Adding the
+    offset back (:func:`apply_offset`) moves a markup variant (e.g. ``ytf68``'s) to the
+    peer's convention (300-W's for dlib) without the peer's per-image noise.
+
+    Returns
+    -------
+    offset : ``(68, 2)`` array (units of the outer-eye distance, face frame)
+    """
+    from menpo_densereg.fitting.base import box_from_shape
+
+    if boxes not in ("detector", "gt"):
+        raise ValueError(f"boxes: expected 'detector' or 'gt', got {boxes!r}")
+    if peer is None:
+        from menpo_densereg.evaluation.peers import DlibPeer
+
+        # raw HOG boxes as they are; landmark boxes mapped back to dlib's convention
+        peer = DlibPeer(box_convention="dlib" if boxes == "detector" else "landmark")
+    diffs = []
+    for im in images:
+        gt = np.asarray(im.landmarks[group].points, float)
+        box = box_from_shape(PointCloud(gt))
+        if boxes == "detector":
+            box = raw_hog_box(im, PointCloud(gt))
+            if box is None:
+                continue
+        pred = peer.fit_from_bb(im, box).final_shape.points
+        R, s = _face_frame(gt)
+        diffs.append((pred - gt) @ R / s)
+    if not diffs:
+        raise ValueError("convention_offset: no images")
+    return np.mean(diffs, axis=0)
+
+
+def raw_hog_box(image, gt_shape, min_iou=0.3):
+    """dlib HOG's own (uncalibrated) box best overlapping the annotated face, or None.
+
+    dlib's ERT is trained on these boxes: it gets them as they are, while our fitters
+    get them through :func:`menpo_densereg.data.boxes.calibrate_detector_box`.
+    """
+    from menpo_densereg.data.boxes import box_from_landmarks, box_iou, detect_faces
+
+    gt_box = box_from_landmarks(gt_shape)
+    best, best_iou = None, min_iou
+    for b in detect_faces(image, upsample=1):
+        iou = box_iou(b, gt_box)
+        if iou >= best_iou:
+            best, best_iou = b, iou
+    return best
+
+
+def _face_frame(pts):
+    """Rotation (columns: the face's y and x axes) and the outer-eye distance."""
+    d = pts[45] - pts[36]  # (dy, dx) along the eyes: the face's x axis
+    s = float(np.hypot(*d))
+    ex = d / max(s, 1e-9)
+    ey = np.array([ex[1], -ex[0]])  # perpendicular, pointing down the face
+    return np.stack([ey, ex], axis=1), max(s, 1e-9)
+
+
+def apply_offset(shape, offset):
+    """``shape`` (``(68, 2)`` array or PointCloud) moved by :func:`convention_offset`."""
+    pts = np.asarray(getattr(shape, "points", shape), float)
+    R, s = _face_frame(pts)
+    out = pts + (np.asarray(offset, float) * s) @ R.T
+    return PointCloud(out) if hasattr(shape, "points") else out

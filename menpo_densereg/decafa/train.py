@@ -46,7 +46,14 @@ from menpo_densereg.decafa.dataset import (
     to_grey,
 )
 from menpo_densereg.data.markups import get_markup
-from menpo_densereg.training import TrainConfig, train_loop
+from menpo_densereg.training import (
+    TrainConfig,
+    cli_overrides,
+    run_dir,
+    run_key,
+    seed_everything,
+    train_loop,
+)
 
 __all__ = [
     "train_from_recipe",
@@ -304,9 +311,16 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         if getattr(args, "out_dir", None):
             overrides["out_dir"] = str(args.out_dir)
     train_table = dict(recipe.get("train", {}))
-    train_table.setdefault("out_dir", str(_checkpoint_dir(recipe, fitter_dir)))
+    # checkpoints: the given out_dir, else the run's own folder (fitter folder +
+    # recipe hash); the run key makes a checkpoint of another run refused, not resumed
+    explicit = overrides.pop("out_dir", None) or train_table.get("out_dir")
+    train_table["out_dir"] = str(
+        explicit
+        or run_dir(fitter_dir, recipe, cli_overrides(args), root=_REPO / "runs")
+    )
+    train_table["run_key"] = run_key(fitter_dir, recipe, cli_overrides(args))
     tconf = TrainConfig.from_dict(train_table, **overrides)
-    torch.manual_seed(tconf.seed)
+    seed_everything(tconf.seed)
     net = build_decafa(config)
     dataset, turns = build_sources(recipe, config, seed=tconf.seed)
     data = recipe.get("data", {})

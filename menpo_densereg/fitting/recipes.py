@@ -182,6 +182,7 @@ SCHEMA = {
     },
     "model": {
         "weights": _s(),
+        "init_weights": _s(),
         "init_backbone": _s(),
         "backbone": _s(),
         "head": _s(),
@@ -199,6 +200,7 @@ SCHEMA = {
     },
     "mdm": {
         "weights": _s(),
+        "init_weights": _s(),
         "markup": _s(),
         "crop_size": _i(8),
         "margin": _f(0.0),
@@ -255,6 +257,8 @@ SCHEMA = {
         "offset68_samples": _i(1),
         "consensus68": _Spec("list_str"),
         "consensus_max_nme": _f(0.0),
+        "consensus_label_missing": _b(),
+        "consensus_max_faces": _i(1),
         "group_fractions": _Spec("table"),
         "engine_samples": _i(0),
         "engine_fraction": _p(),

@@ -67,13 +67,23 @@ _PRE_MARGIN = 0.75
 class SourceFace:
     """A grey face image (``(H, W)`` float32) with its ground truth and optional start.
 
-    ``init`` is an initialiser's output on this image (same frame as ``gt``).
+    ``init`` is an initialiser's output on this image (same frame as ``gt``), ``(N, 2)``,
+    or several initialisers' outputs, ``(K, N, 2)`` (stored as ``(K, N, 2)``; an item
+    draws one of them).
     """
 
     def __init__(self, pixels, gt, init=None, name=""):
         self.pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         self.gt = np.asarray(gt, dtype=np.float64)
-        self.init = None if init is None else np.asarray(init, dtype=np.float64)
+        if init is not None:
+            init = np.asarray(init, dtype=np.float64)
+            init = init[None] if init.ndim == 2 else init
+            if init.ndim != 3 or init.shape[1:] != self.gt.shape or not len(init):
+                raise ValueError(
+                    f"init: expected (N, 2) or (K, N, 2) with N = {len(self.gt)}, "
+                    f"got {init.shape}"
+                )
+        self.init = init
         self.name = name
 
 
@@ -84,30 +94,56 @@ def _grey(px):
     return px[0] if px.ndim == 3 else px
 
 
-def faces_from_images(images, initialiser=None, group=None, progress=False):
+def _jittered_box(gt, rng, shift, scale):
+    """The tight box of ``gt`` (``(N, 2)``) moved by ``±shift`` and scaled by ``±scale``."""
+    from menpo.shape import bounding_box
+
+    lo, hi = gt.min(0), gt.max(0)
+    side = (hi - lo).mean()
+    c = (lo + hi) / 2 + rng.uniform(-shift, shift, 2) * side
+    half = (hi - lo) / 2 * math.exp(rng.uniform(-scale, scale))
+    return bounding_box(c - half, c + half)
+
+
+def faces_from_images(
+    images, initialiser=None, group=None, progress=False, box_jitter=0.0, seed=0
+):
     """:class:`SourceFace` pre-crops of 68-point annotated menpo images.
 
     Each image is cropped around its landmarks (wide margin, ``192`` px). With an
-    ``initialiser``, its ``fit_from_bb`` on the tight landmark box is run once per image
-    and stored as the face's ``init`` start.
+    ``initialiser`` (or a list of them), each one's ``fit_from_bb`` is run once per
+    image and stored as the face's ``init`` starts: from the tight landmark box, or with
+    ``box_jitter > 0`` from that box shifted by up to ``box_jitter`` and scaled by up
+    to ``±box_jitter`` of its side (detector-like boxes: the initialisers' real error
+    distribution, not their best case).
     """
     from tqdm.auto import tqdm
 
+    if initialiser is None:
+        inits = []
+    elif isinstance(initialiser, (list, tuple)):
+        inits = list(initialiser)
+    else:
+        inits = [initialiser]
+    rng = np.random.default_rng(seed)
     faces = []
     for im in tqdm(list(images), desc="MDM sources", disable=not progress):
         g = group or ("PTS" if "PTS" in im.landmarks else list(im.landmarks.keys())[0])
         gt = PointCloud(np.asarray(im.landmarks[g].points, dtype=float))
         box = box_from_shape(gt)
-        init = None
-        if initialiser is not None:
-            init = initialiser.fit_from_bb(im, box).final_shape
+        starts = []
+        for ini in inits:
+            b = box
+            if box_jitter > 0:
+                b = _jittered_box(gt.points, rng, box_jitter, box_jitter)
+            starts.append(ini.fit_from_bb(im, b).final_shape)
         crop, crop_to_image = crop_face(im, box, _PRE_SIZE, margin=_PRE_MARGIN)
         to_crop = crop_to_image.pseudoinverse()
         faces.append(
             SourceFace(
                 _grey(crop.pixels),
                 to_crop.apply(gt).points,
-                None if init is None else to_crop.apply(init).points,
+                [to_crop.apply(s).points for s in starts] if starts else None,
                 name=str(getattr(im, "path", "")),
             )
         )
@@ -202,7 +238,8 @@ class MDMTrainingSet(torch.utils.data.Dataset):
         lo, hi = gt.min(0), gt.max(0)
         side = (hi - lo).mean()
         if face.init is not None and u < a["p_init"]:
-            start = face.init @ M.T + t
+            init = face.init[int(rng.integers(len(face.init)))]
+            start = init @ M.T + t
             start = start + rng.normal(0, a["init_noise"] * side, start.shape)
             return start, "init"
         if u < a["p_init"] + a["p_gt"]:
@@ -343,12 +380,19 @@ def train_mdm(
     augment=None,
     val_fn=None,
     face_weights=None,
+    init_state=None,
 ):
-    """Train an :class:`MDMNet` on :class:`SourceFace` s; returns ``(net, history)``."""
-    from menpo_densereg.training import TrainConfig, train_loop
+    """Train an :class:`MDMNet` on :class:`SourceFace` s; returns ``(net, history)``.
 
-    net = MDMNet(**(model_config or {}))
+    ``init_state``: a state dict to start from (fine-tuning a shipped MDM).
+    """
+    from menpo_densereg.training import TrainConfig, seed_everything, train_loop
+
     cfg = train_config or TrainConfig(steps=100, batch_size=16, progress=False)
+    seed_everything(cfg.seed)  # before the network is built: same seed, same run
+    net = MDMNet(**(model_config or {}))
+    if init_state is not None:
+        net.load_state_dict(init_state, strict=True)
     data = MDMTrainingSet(
         faces,
         mean_shape,
@@ -369,25 +413,43 @@ def train_from_recipe(recipe, fitter_dir, args=None):
 
     Recipe tables: ``[mdm]`` (``weights`` + :data:`menpo_densereg.mdm.fitter.MDM_DEFAULTS`
     keys), ``[data]`` (``train`` folders relative to the fitter folder, ``builtin_assets``,
-    ``mirror``, ``initialiser`` (a fitter name; its outputs become ``init`` starts),
+    ``mirror``, ``initialiser`` (a fitter name or a list of them; their outputs become
+    ``init`` starts, run from the landmark box jittered by ``init_box_jitter``),
+    ``split = "person"`` (drop held-out images, :mod:`menpo_densereg.data.splits`),
+    ``offset68`` / ``consensus68`` (large pools, see :func:`_large_sources`),
+    ``group_fractions`` (share of items drawn from each group: ``manual``,
+    ``offset68``, ``consensus68``),
     ``engine_samples`` (number of data-engine renders to add), ``engine_max_yaw``,
     ``engine_fraction`` (share of training items drawn from the renders)),
     ``pseudo68`` (folders of other markups whose images get cached 68-point
     pseudo-labels, :mod:`menpo_densereg.data.pseudolabels`),
     ``[augment]`` (:data:`AUGMENT_DEFAULTS`), ``[train]`` (:class:`TrainConfig`).
     """
-    from menpo_densereg.aam.fitter import load_annotated, load_annotated_68
+    from menpo_densereg.data.annotated import load_annotated, load_annotated_68
     from menpo_densereg.fitting.composition import _load_named, mean_face_68
     from menpo_densereg.data.markups import get_markup
-    from menpo_densereg.cache import cache_dir
-    from menpo_densereg.training import TrainConfig, cli_overrides
+    from menpo_densereg.training import recipe_train_config
 
     fitter_dir = Path(fitter_dir)
+    # the run's folder (fitter folder + recipe hash) and seed, before any data is built
+    cfg = recipe_train_config(recipe, fitter_dir, args)
     # data paths are relative to the recipe's folder (which may differ from --out)
     base = Path(recipe["_path"]).parent if "_path" in recipe else fitter_dir
     name = recipe.get("fitter", {}).get("name", fitter_dir.name)
     mcfg = dict(recipe.get("mdm", {}))
     weights = fitter_dir / mcfg.pop("weights", "mdm.safetensors")
+    init_weights = mcfg.pop("init_weights", None)
+    if init_weights:
+        # relative to the recipe's folder; read now (before the run overwrites it)
+        init_weights = Path(recipe["_path"]).parent / init_weights
+        if not init_weights.is_file():
+            raise ValueError(f"[mdm] init_weights: {init_weights} not found")
+        import shutil
+        import tempfile
+
+        copy = Path(tempfile.mkdtemp(prefix="mdm-init-")) / init_weights.name
+        shutil.copy2(init_weights, copy)
+        init_weights = copy
     data = dict(recipe.get("data", {}))
     folders = [
         Path(f) if Path(f).is_absolute() else (base / f).resolve()
@@ -415,20 +477,35 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         pseudo_images = _pseudo_labelled_68(pseudo)
         n_pseudo = len(pseudo_images)
         if data.get("mirror", True):
-            from menpo_densereg.aam.fitter import mirror_image
+            from menpo_densereg.data.annotated import mirror_image
 
             pseudo_images += [mirror_image(im) for im in pseudo_images]
         images = images + pseudo_images
+    if data.get("split") == "person":
+        images = _training_side(images)
     if not images:
         raise ValueError(f"{fitter_dir}: no {markup} training images")
+    groups = {"manual": images}
+    groups.update(_large_sources(data, base))
     initialiser = None
     if data.get("initialiser"):
-        initialiser = _load_named(data["initialiser"], fitter_dir)
+        names = data["initialiser"]
+        names = [names] if isinstance(names, str) else list(names)
+        initialiser = [_load_named(n, fitter_dir) for n in names]
     t0 = time.time()
-    faces = faces_from_images(images, initialiser=initialiser, progress=True)
-    n_real = len(faces)
+    faces, n_group = [], {}
+    for group, group_images in groups.items():
+        faces += faces_from_images(
+            group_images,
+            initialiser=initialiser,
+            progress=True,
+            box_jitter=float(data.get("init_box_jitter", 0.0)),
+            seed=int(recipe.get("train", {}).get("seed", 0)),
+        )
+        n_group[group] = len(group_images)
+    print(f"MDM source faces per group: {n_group}")
     n_engine = int(data.get("engine_samples", 0))
-    face_weights = np.ones(n_real)
+    face_weights = _group_weights(n_group, data.get("group_fractions", {}))
     if n_engine:
         engine = _engine_faces(images, n_engine, data, seed=int(data.get("seed", 0)))
         # real and synthetic faces drawn with probabilities (1 - f, f) as groups
@@ -436,14 +513,11 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         if engine:
             face_weights = np.concatenate(
                 [
-                    np.full(n_real, (1 - f) / n_real),
+                    face_weights / face_weights.sum() * (1 - f),
                     np.full(len(engine), f / len(engine)),
                 ]
             )
         faces += engine
-    train_tbl = dict(recipe.get("train", {}))
-    train_tbl.setdefault("out_dir", str(cache_dir() / "train" / name))
-    cfg = TrainConfig.from_dict(train_tbl, **cli_overrides(args))
     augment = dict(recipe.get("augment", {}))
     if initialiser is None:
         augment["p_init"] = 0.0
@@ -457,7 +531,28 @@ def train_from_recipe(recipe, fitter_dir, args=None):
                 procrustes_mean([im.landmarks["PTS"].points for im in images]), float
             )
         )
-    net, history = train_mdm(faces, mean, mcfg, cfg, augment, face_weights=face_weights)
+    init_state = None
+    if init_weights:
+        from menpo_densereg.mdm.fitter import load_mdm
+
+        init_net, init_mean, init_header = load_mdm(init_weights)
+        if init_header["config"] != MDMNet(**mcfg).config:
+            raise ValueError(
+                f"[mdm] init_weights {init_weights}: its configuration "
+                f"{init_header['config']} differs from the recipe's"
+            )
+        init_state = init_net.state_dict()
+        mean = init_mean
+        print(f"fine-tuning from {init_weights}")
+    net, history = train_mdm(
+        faces,
+        mean,
+        mcfg,
+        cfg,
+        augment,
+        face_weights=face_weights,
+        init_state=init_state,
+    )
     last = history["train"][-1] if history["train"] else {}
     extra = {
         "fitter": name,
@@ -468,6 +563,14 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         "initialiser": data.get("initialiser"),
         "pseudo68": [str(f) for f in data.get("pseudo68", [])],
         "n_pseudo68_images": n_pseudo,
+        "split": data.get("split"),
+        "offset68": [str(f) for f in data.get("offset68", [])],
+        "consensus68": [str(f) for f in data.get("consensus68", [])],
+        "consensus_max_nme": float(data.get("consensus_max_nme", 0.05)),
+        "n_faces_per_group": n_group,
+        "init_weights": str(init_weights) if init_weights else None,
+        "group_fractions": dict(data.get("group_fractions", {})),
+        "init_box_jitter": float(data.get("init_box_jitter", 0.0)),
         "engine_samples": n_engine,
         "engine_fraction": float(data.get("engine_fraction", 0.5)) if n_engine else 0.0,
         "n_source_faces": len(faces),
@@ -507,6 +610,126 @@ def _pseudo_labelled_68(folders):
             )
             out.append(o)
     return out
+
+
+def _training_side(images):
+    """The images on the training side of :mod:`menpo_densereg.data.splits`."""
+    from menpo_densereg.data.splits import split_of
+
+    return [
+        im
+        for im in images
+        if getattr(im, "path", None) is None or split_of(im.path) == "train"
+    ]
+
+
+def _large_sources(data, base):
+    """The recipe's large training pools as ``{group: images}`` (group ``"PTS"``).
+
+    ``[data] offset68``: 68-point folders in a variant of the 300-W convention (e.g.
+    ``ytf68``); training side of the person split only, every ``offset68_every``-th
+    frame (``_t`` copies skipped), labels moved to the 300-W convention by the mean
+    per-point offset to dlib's ERT (:func:`menpo_densereg.data.pseudolabels.
+    convention_offset`, measured on up to ``offset68_samples`` of these training
+    frames). ``[data] consensus68``: unlabelled pools with consensus pseudo-labels
+    (:func:`menpo_densereg.data.pseudolabels.consensus_images`, threshold
+    ``consensus_max_nme``; training side of the split; with
+    ``consensus_label_missing = false`` only the images already in the cache; at most
+    ``consensus_max_faces`` per pool, evenly spread). Neither is mirrored.
+    """
+    from menpo.image import Image
+
+    from menpo_densereg.data.annotated import load_annotated
+    from menpo_densereg.data.pseudolabels import (
+        apply_offset,
+        consensus_images,
+        convention_offset,
+    )
+    from menpo_densereg.data.splits import split_files
+
+    def resolve(f):
+        return Path(f) if Path(f).is_absolute() else (base / f).resolve()
+
+    out = {}
+    every = max(1, int(data.get("offset68_every", 1)))
+    for folder in map(resolve, data.get("offset68", [])):
+        images = [
+            im
+            for im in _training_side(
+                load_annotated([folder], "ibug68", on_error="skip")
+            )
+            if not Path(im.path).stem.endswith("_t")
+        ][::every]
+        n = int(data.get("offset68_samples", 300))
+        offset = convention_offset(images[:: max(1, len(images) // n)][:n])
+        print(
+            f"{folder.name}: {len(images)} training frames, convention offset to dlib "
+            f"(mean |offset| {100 * np.linalg.norm(offset, axis=1).mean():.1f} % IOD)"
+        )
+        for im in images:
+            im.landmarks["PTS"] = apply_offset(im.landmarks["PTS"], offset)
+        out[f"offset68:{folder.name}"] = images
+    max_nme = float(data.get("consensus_max_nme", 0.05))
+    pools = [resolve(f) for f in data.get("consensus68", [])]
+    if pools:
+        from menpo_densereg.fitting.labellers import consensus_labellers
+
+        labellers, versions = consensus_labellers()
+    for folder in pools:
+        train, _ = split_files(folder)
+        label_missing = bool(data.get("consensus_label_missing", True))
+        images, summary = consensus_images(
+            folder,
+            labellers,
+            versions,
+            max_nme=max_nme,
+            files=train,
+            label_missing=label_missing,
+            max_faces=data.get("consensus_max_faces"),
+        )
+        if not images:
+            raise ValueError(
+                f"[data] consensus68 {folder}: no cached consensus labels for these "
+                f"labellers ({summary['cache']}); run benchmarks/consensus_pools.py "
+                "or set consensus_label_missing = true"
+            )
+        print(
+            f"{folder.name}: {summary['n_kept']} of {summary['n_labelled']} faces kept "
+            f"(labellers agree within {100 * max_nme:g} % NME)"
+        )
+        grey = []
+        for im in images:
+            if im.n_channels == 1:
+                o = Image(np.repeat(im.pixels, 3, axis=0), copy=False)
+                o.landmarks["PTS"], o.path = im.landmarks["PTS"], im.path
+                im = o
+            grey.append(im)
+        out[f"consensus68:{folder.name}"] = grey
+    return out
+
+
+def _group_weights(n_group, fractions):
+    """Per-face draw probabilities: group ``g`` gets ``fractions[g]`` in total.
+
+    Groups are matched by their name or its prefix before ``":"``; groups without a
+    fraction share what is left in proportion to their sizes.
+    """
+    sizes = {g: n for g, n in n_group.items() if n}
+    frac = {}
+    for g in sizes:
+        key = g if g in fractions else g.split(":")[0]
+        if key in fractions:
+            same = [
+                h for h in sizes if (h if h in fractions else h.split(":")[0]) == key
+            ]
+            frac[g] = float(fractions[key]) * sizes[g] / sum(sizes[h] for h in same)
+    rest = [g for g in sizes if g not in frac]
+    left = max(0.0, 1.0 - sum(frac.values()))
+    for g in rest:
+        frac[g] = left * sizes[g] / sum(sizes[h] for h in rest)
+    w = [np.full(n, frac.get(g, 0.0) / n if n else 0.0) for g, n in n_group.items()]
+    w = np.concatenate(w) if w else np.ones(0)
+    return w / w.sum() if w.sum() > 0 else np.ones(len(w))
 
 
 def _mirror_plain(image):

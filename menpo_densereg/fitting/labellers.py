@@ -1,0 +1,90 @@
+"""Labellers of the consensus pseudo-labels, by name, with their versions.
+
+:func:`menpo_densereg.data.pseudolabels.consensus_pseudo_labels` takes fitters and version
+strings (the data layer loads no models); this module resolves names: ``"dlib*"`` → dlib's
+ERT peer (handed dlib's raw detector boxes), any other name → a shipped fitter
+(:func:`menpo_densereg.fitting.registry.load_fitter`). A version is the package version
+plus a digest of the model files (a chain's recipe and every part's weights), so labels
+made by other weights are never mixed up with these.
+"""
+
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_LABELLERS",
+    "consensus_labellers",
+    "labeller_version",
+    "load_labeller",
+]
+
+#: Default labellers: dlib's ERT (the label) and our DenseReg + AAM chain (the check).
+DEFAULT_LABELLERS = ("dlib-ert", "densereg-aam-face")
+
+
+def _file_digest(paths):
+    import hashlib
+
+    h = hashlib.sha1()
+    for p in sorted(paths):
+        h.update(Path(p).name.encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def labeller_version(name):
+    """A version string of a labeller: package versions + a digest of its model files.
+
+    ``"dlib-ert"`` (or any ``dlib*`` name) → dlib's version and its model file;
+    a shipped fitter name → the digest of its folder's ``recipe.toml`` and weights and
+    of every shipped fitter its recipe names (the chain's parts).
+    """
+    import menpo_densereg
+
+    if name.startswith("dlib"):
+        import dlib
+
+        from menpo_densereg.evaluation.peers import dlib_model_path
+
+        return f"dlib {dlib.__version__}, {_file_digest([dlib_model_path()])}"
+    import tomllib
+
+    from menpo_densereg.fitting.registry import fitter_dir, list_fitters
+
+    known, files, todo, seen = set(list_fitters()), [], [name], set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        d = Path(fitter_dir(n))
+        files += [d / "recipe.toml"] + sorted(d.glob("*.safetensors"))
+        with open(d / "recipe.toml", "rb") as f:
+            recipe = tomllib.load(f)
+        for table in recipe.values():
+            for v in table.values() if isinstance(table, dict) else []:
+                if isinstance(v, str) and v in known and v != n:
+                    todo.append(v)
+    return f"menpo-densereg {menpo_densereg.__version__}, {_file_digest(files)}"
+
+
+def load_labeller(name):
+    """The fitter of a labeller name (``dlib*``: the ERT peer taking raw HOG boxes)."""
+    if name.startswith("dlib"):
+        from menpo_densereg.evaluation.peers import DlibPeer
+
+        # label_with_consensus hands dlib its own detector's raw box
+        return DlibPeer(name=name, box_convention="dlib")
+    from menpo_densereg.fitting.registry import load_fitter
+
+    return load_fitter(name)
+
+
+def consensus_labellers(names=DEFAULT_LABELLERS):
+    """``(labellers, versions)`` for :func:`~menpo_densereg.data.pseudolabels.
+    consensus_pseudo_labels`: lazy factories (models load only if something is
+    labelled) and version strings, keyed by name, in order."""
+    names = tuple(names)
+    labellers = {n: (lambda n=n: load_labeller(n)) for n in names}
+    return labellers, {n: labeller_version(n) for n in names}
