@@ -1,4 +1,5 @@
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -93,6 +94,7 @@ def test_dlib_benchmark_matches_independent_nme(shared_data, tmp_path):
     dlib = pytest.importorskip("dlib")
     from PIL import Image as PILImage
 
+    from menpo_densereg.data.detectors import CALIBRATION_FILE
     from menpo_densereg.evaluation.peers import dlib_model_path
 
     out = tmp_path / "bench"
@@ -126,7 +128,14 @@ def test_dlib_benchmark_matches_independent_nme(shared_data, tmp_path):
             )
             - 1.0
         )  # .pts is 1-based x y
+        # the landmark box, mapped back to dlib's HOG-box convention (the inverse of
+        # the stored "hog" calibration: centre += offset * size, size *= scale; y, x)
+        cal = json.loads(CALIBRATION_FILE.read_text())["detectors"]["hog"]
+        off_xy, scale_xy = np.array(cal["offset"])[::-1], np.array(cal["scale"])[::-1]
         lo, hi = gt_xy.min(0), gt_xy.max(0)
+        size = (hi - lo) / scale_xy
+        centre = (lo + hi) / 2 - off_xy * size
+        lo, hi = centre - size / 2, centre + size / 2
         rect = dlib.rectangle(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
         pred = np.array([(p.x, p.y) for p in predictor(pixels, rect).parts()], float)
         expected = np.linalg.norm(pred - gt_xy, axis=1).mean() / np.linalg.norm(
