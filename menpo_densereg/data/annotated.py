@@ -123,13 +123,20 @@ def load_annotated_68(folders=(), builtin_assets=(), mirror=False):
     return images
 
 
-def pseudo_labelled_68(folders):
-    """Images of other markups with 68-point pseudo-labels, in group ``"PTS"``."""
+def pseudo_labelled_68(folders, progress=False):
+    """Images of other markups with 68-point pseudo-labels, in group ``"PTS"``.
+
+    The labels come from :func:`menpo_densereg.data.pseudolabels.cached_pseudo_labels`
+    (dlib's ERT, kept where it agrees with the manual annotation: distillation from
+    that peer); images the filter dropped are skipped.
+    """
     from menpo_densereg.data.pseudolabels import cached_pseudo_labels
 
     images = []
     for folder in folders:
-        for im in cached_pseudo_labels(folder, progress=False):
+        for im in cached_pseudo_labels(folder, progress=progress):
+            if "ibug68" not in im.landmarks:
+                continue
             shape = PointCloud(np.asarray(im.landmarks["ibug68"].points, float))
             im.landmarks.clear()
             im.landmarks["PTS"] = shape

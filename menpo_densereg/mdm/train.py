@@ -474,7 +474,9 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     ]
     n_pseudo = 0
     if pseudo:
-        pseudo_images = _pseudo_labelled_68(pseudo)
+        from menpo_densereg.data.annotated import pseudo_labelled_68
+
+        pseudo_images = pseudo_labelled_68(pseudo, progress=True)
         n_pseudo = len(pseudo_images)
         if data.get("mirror", True):
             from menpo_densereg.data.annotated import mirror_image
@@ -586,30 +588,6 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         f"{len(faces)} source faces; last logs {extra['final_train_logs']}"
     )
     return {"weights": str(weights), "history": history}
-
-
-def _pseudo_labelled_68(folders):
-    """Images of other markups with 68-point pseudo-labels (group ``"PTS"``).
-
-    Uses :func:`menpo_densereg.data.pseudolabels.cached_pseudo_labels` (dlib's ERT filtered
-    by agreement with the manual annotation): distillation from that peer.
-    """
-    from menpo.image import Image
-
-    from menpo_densereg.data.pseudolabels import cached_pseudo_labels
-
-    out = []
-    for folder in folders:
-        for im in cached_pseudo_labels(folder, progress=True):
-            if "ibug68" not in im.landmarks:
-                continue
-            o = Image(im.pixels, copy=False)
-            o.path = getattr(im, "path", None)
-            o.landmarks["PTS"] = PointCloud(
-                np.asarray(im.landmarks["ibug68"].points, float)
-            )
-            out.append(o)
-    return out
 
 
 def _training_side(images):
