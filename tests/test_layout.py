@@ -96,7 +96,17 @@ def test_no_flat_method_modules_left():
 
 @pytest.mark.parametrize(
     "sub",
-    ["data", "template", "densereg", "decafa", "mdm", "aam", "fitting", "evaluation"],
+    [
+        "data",
+        "template",
+        "densereg",
+        "decafa",
+        "mdm",
+        "aam",
+        "fitting",
+        "evaluation",
+        "tracking",
+    ],
 )
 def test_subpackages_say_what_they_hold(sub):
     doc = ast.get_docstring(ast.parse((PKG / sub / "__init__.py").read_text()))
