@@ -25,3 +25,26 @@ def test_shipped_fitters_have_recipes_and_cards():
         recipe = load_recipe(fitters_root() / name)
         assert recipe["fitter"]["kind"]
         assert (fitters_root() / name / "CARD.md").is_file(), name
+
+
+def test_aam_spec_builds_into_the_package_cache(tmp_path, monkeypatch):
+    import menpo_densereg.aam.build as build
+    import menpo_densereg.aam.fitter as aam_fitter
+
+    calls = []
+
+    class FakeAAMFitter:
+        def __init__(self, aam, name):
+            self.aam, self.name = aam, name
+
+    def fake_cached(folder, cache_path, **kwargs):
+        calls.append((folder, cache_path))
+        return "the-aam"
+
+    monkeypatch.setenv("MENPO_DENSEREG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "cached_patch_aam", fake_cached)
+    monkeypatch.setattr(aam_fitter, "AAMFitter", FakeAAMFitter)
+    folder = tmp_path / "faces"
+    fitter = load_fitter(f"aam:{folder}", cache=False)
+    assert fitter.aam == "the-aam" and fitter.name == "aam[faces]"
+    assert calls == [(folder, tmp_path / "cache" / "aam_faces.safetensors")]

@@ -12,6 +12,7 @@ box (:func:`menpofit.fitter.align_shape_with_bounding_box`), with a mean 68-poin
 shipped in ``menpo_densereg/data/mean_face_68.json`` or given.
 """
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -34,11 +35,20 @@ __all__ = [
 _MEAN_FILE = Path(__file__).resolve().parents[1] / "data" / "mean_face_68.json"
 
 
-def mean_face_68():
-    """The shipped mean 68-point face shape (``PointCloud``, (y, x), diagonal 100)."""
+@functools.lru_cache(maxsize=1)
+def _mean_face_points():
     with open(_MEAN_FILE, encoding="utf-8") as f:
-        data = json.load(f)
-    return PointCloud(np.asarray(data["points"], dtype=float))
+        points = np.asarray(json.load(f)["points"], dtype=float)
+    points.flags.writeable = False
+    return points
+
+
+def mean_face_68():
+    """The shipped mean 68-point face shape (``PointCloud``, (y, x), diagonal 100).
+
+    The file is read once; each call returns a new `PointCloud` (a copy).
+    """
+    return PointCloud(_mean_face_points().copy())
 
 
 class BoxInitialiser(Initialiser):

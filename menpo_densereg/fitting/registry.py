@@ -33,7 +33,6 @@ __all__ = [
     "fitters_root",
     "fitters_roots",
     "ENV_VAR",
-    "cache_dir",
     "list_fitters",
     "fitter_dir",
     "load_fitter",
@@ -147,10 +146,12 @@ def load_fitter(spec, cache=True):
     elif key.startswith("aam:"):
         from menpo_densereg.aam.build import cached_patch_aam
         from menpo_densereg.aam.fitter import AAMFitter
+        from menpo_densereg.cache import cache_dir
 
         folder = Path(key[4:])
-        cache = cache_dir() / f"aam_{folder.resolve().name}.safetensors"
-        fitter = AAMFitter(cached_patch_aam(folder, cache), name=f"aam[{folder.name}]")
+        model_file = cache_dir() / f"aam_{folder.resolve().name}.safetensors"
+        aam = cached_patch_aam(folder, model_file)
+        fitter = AAMFitter(aam, name=f"aam[{folder.name}]")
     else:
         d = fitter_dir(spec)
         recipe = load_recipe(d)
