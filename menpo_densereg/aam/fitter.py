@@ -206,19 +206,6 @@ class AAMFitter:
         )
 
 
-def _read_recipe(path):
-    import tomllib
-
-    recipe_file = Path(path) / "recipe.toml"
-    if not recipe_file.is_file():
-        raise ValueError(f"{recipe_file}: recipe not found")
-    try:
-        with open(recipe_file, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{recipe_file}: invalid TOML ({e})") from None
-
-
 def _fitter_options(recipe):
     opts = {}
     for k, v in recipe.get("fit", {}).items():
@@ -235,7 +222,9 @@ def from_fitter_dir(path):
     ``aam.safetensors``); ``[fit]`` holds fitter options (:data:`FITTER_DEFAULTS`).
     """
     path = Path(path)
-    recipe = _read_recipe(path)
+    from menpo_densereg.fitting.recipes import load_recipe
+
+    recipe = load_recipe(path)
     weights = path / recipe.get("aam", {}).get("weights", "aam.safetensors")
     if not weights.is_file():
         raise WeightsError(

@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from menpo.shape import PointCloud, bounding_box as _bb
+from menpo.shape import bounding_box as _bb
 from menpofit.result import Result
 
 from menpo_densereg.fitting.base import box_from_shape, check_image
@@ -126,15 +126,14 @@ class DlibPeer:
         # menpofit's DlibWrapper.fit_from_bb stacks a generator with np.vstack, which
         # numpy 2 refuses; its model and conversions are used directly instead.
         from menpofit.dlib.conversion import (
+            dlib_full_object_detection_to_pointcloud,
             image_to_dlib_pixels,
             pointcloud_to_dlib_rect,
         )
 
         pixels = image_to_dlib_pixels(image)
         pred = self._wrapper.algorithm.dlib_model(pixels, pointcloud_to_dlib_rect(box))
-        shape = PointCloud(
-            np.array([(p.y, p.x) for p in pred.parts()], dtype=float).reshape(-1, 2)
-        )
+        shape = dlib_full_object_detection_to_pointcloud(pred)  # numpy-2 safe (compat)
         return Result(shape, image=image, initial_shape=None, gt_shape=gt_shape)
 
     def fit_from_shape(self, image, initial_shape, gt_shape=None, **kwargs):
@@ -155,14 +154,10 @@ def from_fitter_dir(path):
 
     Optional keys in ``[dlib]``: ``model_path`` (relative to the folder), ``box_scale``.
     """
-    import tomllib
+    from menpo_densereg.fitting.recipes import load_recipe
 
     path = Path(path)
-    recipe_file = path / "recipe.toml"
-    if not recipe_file.is_file():
-        raise ValueError(f"{recipe_file}: recipe not found")
-    with open(recipe_file, "rb") as f:
-        recipe = tomllib.load(f)
+    recipe = load_recipe(path)
     fitter = recipe.get("fitter", {})
     cfg = recipe.get("dlib", {})
     model = cfg.get("model_path")
