@@ -24,6 +24,23 @@ def clip_file(tmp_path_factory):
     return path
 
 
+def _track(video, out, *extra):
+    """Run ``menpo-densereg track`` with densereg-face and the HOG detector."""
+    return main(
+        [
+            "track",
+            str(video),
+            "--fitter",
+            "densereg-face",
+            "--out",
+            str(out),
+            "--detector",
+            "hog",
+            *extra,
+        ]
+    )
+
+
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -31,18 +48,7 @@ def _rows(path):
 
 def test_track_writes_csv_pts_and_overlay(clip_file, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(
-        [
-            "track",
-            str(clip_file),
-            "--fitter",
-            "densereg-face",
-            "--out",
-            str(out),
-            "--detector",
-            "hog",
-        ]
-    )
+    code = _track(clip_file, out)
     assert code == 0
     rows = _rows(out / "frames.csv")
     assert [r["frame"] for r in rows] == [str(i) for i in range(6)]
@@ -63,19 +69,7 @@ def test_track_truncated_video_keeps_what_was_tracked(clip_file, tmp_path, capsy
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.75)])
     out = tmp_path / "out"
-    code = main(
-        [
-            "track",
-            str(cut),
-            "--fitter",
-            "densereg-face",
-            "--out",
-            str(out),
-            "--detector",
-            "hog",
-            "--no-video",
-        ]
-    )
+    code = _track(cut, out, "--no-video")
     assert code == 2
     assert "cut.mp4" in capsys.readouterr().err
     rows = _rows(out / "frames.csv")
@@ -102,18 +96,7 @@ def test_track_scores_a_300vw_folder(tmp_path, capsys):
         mio.export_image(f, clip / "imgs" / f"{i:06d}.png", overwrite=True)
         write_pts(clip / "annot" / f"{i:06d}.pts", g)
     out = tmp_path / "out"
-    code = main(
-        [
-            "track",
-            str(tmp_path / "vw"),
-            "--fitter",
-            "densereg-face",
-            "--out",
-            str(out),
-            "--detector",
-            "hog",
-        ]
-    )
+    code = _track(tmp_path / "vw", out)
     assert code == 0
     text = (out / "scores.txt").read_text()
     overall = next(line for line in text.splitlines() if line.startswith("overall"))

@@ -63,12 +63,12 @@ def write_csv(path, result):
     w.writerow(
         ["frame", "state", "confidence", "fit", "shape", "motion", "ms", "reason"]
     )
+
+    def cell(v):
+        return "" if v is None or v != v else f"{v:.4f}"
+
     for r in result:
         t = r.terms
-
-        def cell(v):
-            return "" if v is None or v != v else f"{v:.4f}"
-
         w.writerow(
             [
                 r.index,
@@ -84,12 +84,27 @@ def write_csv(path, result):
     atomic_write_text(path, buf.getvalue())
 
 
-def run(args):
+def _tracker(args, **kwargs):
+    """The :class:`~menpo_densereg.tracking.Tracker` the options ask for (and the torch
+    threads set)."""
     import torch
 
+    from menpo_densereg.tracking import Tracker
+
+    torch.set_num_threads(max(1, args.threads))
+    return Tracker(
+        args.fitter,
+        detector=args.detector,
+        threshold=args.threshold,
+        smoothing=not args.no_smooth,
+        **kwargs,
+    )
+
+
+def run(args):
     from menpo_densereg.atomic import atomic_write_text
     from menpo_densereg.tracking import (
-        Tracker,
+        STATES,
         VideoError,
         VideoWriter,
         draw_overlay,
@@ -104,15 +119,8 @@ def run(args):
         return _score_300vw(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames: expected >= 1, got {args.max_frames}")
-    torch.set_num_threads(max(1, args.threads))
     info = video_info(args.video)
-    tracker = Tracker(
-        args.fitter,
-        detector=args.detector,
-        threshold=args.threshold,
-        smoothing=not args.no_smooth,
-        fps=info["fps"],
-    )
+    tracker = _tracker(args, fps=info["fps"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     writer = None
@@ -149,9 +157,7 @@ def run(args):
         writer.__exit__(None, None, None)
     write_csv(out / "frames.csv", result)
     write_300vw(out, result.shapes)
-    counts = ", ".join(
-        f"{s} {result.count(s)}" for s in ("detected", "tracked", "redetected", "lost")
-    )
+    counts = ", ".join(f"{s} {result.count(s)}" for s in STATES)
     lines = [
         f"{args.video}: {len(result)} frames tracked with {tracker.name} ({counts})",
         f"speed: tracker {result.frames_per_second:.1f} frames/s; end to end (decode, "
@@ -182,19 +188,11 @@ def _clips_300vw(folder):
 
 
 def _score_300vw(args):
-    import torch
-
     from menpo_densereg.atomic import atomic_write_text
     from menpo_densereg.evaluation.metrics import stats_table
-    from menpo_densereg.tracking import Tracker, evaluate_300vw, write_300vw
+    from menpo_densereg.tracking import evaluate_300vw, write_300vw
 
-    torch.set_num_threads(max(1, args.threads))
-    tracker = Tracker(
-        args.fitter,
-        detector=args.detector,
-        threshold=args.threshold,
-        smoothing=not args.no_smooth,
-    )
+    tracker = _tracker(args)
     clips = _clips_300vw(args.video)
     root = clips[0].parent
     report = evaluate_300vw(tracker, root, clips=[c.name for c in clips], progress=True)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from menpo_densereg.evaluation.metrics import THRESHOLDS, error_stats, nme
+from menpo_densereg.evaluation.metrics import THRESHOLDS, error_stats, nme, normaliser
 from menpo_densereg.tracking.tracker import (
     FrameRecord,
     TrackingResult,
@@ -27,7 +27,6 @@ from menpo_densereg.tracking.tracker import (
 
 __all__ = [
     "fit_each_frame",
-    "eye_distance",
     "jitter",
     "summarise",
     "score_against",
@@ -84,14 +83,6 @@ def fit_each_frame(fitter, frames, detector=None, boxes=None, progress=False):
     return out
 
 
-def eye_distance(shape):
-    """The shape's own normaliser: outer eye corners for 68 points, else the markup's
-    (the mean side of the box for unknown markups)."""
-    from menpo_densereg.evaluation.metrics import normaliser
-
-    return normaliser(shape)
-
-
 def jitter(shapes):
     """Frame-to-frame motion of the landmarks, normalised by the eye distance.
 
@@ -113,7 +104,9 @@ def jitter(shapes):
         a, b = pts[t - 1], pts[t]
         if a is None or b is None or a.shape != b.shape:
             continue
-        iod = eye_distance(b)
+        # the shape's own normaliser: outer eye corners for 68 points, else the
+        # markup's (the mean side of the box for unknown markups)
+        iod = normaliser(b)
         if not iod > 0:
             continue
         d1.append(np.mean(np.linalg.norm(b - a, axis=1)) / iod)

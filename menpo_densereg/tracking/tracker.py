@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from menpo.shape import PointCloud, bounding_box
 
+from menpo_densereg.data.detectors import box_params
+from menpo_densereg.fitting.base import box_from_shape
+
 __all__ = [
     "Tracker",
     "FrameRecord",
@@ -162,6 +165,14 @@ def _pts(shape):
     return np.asarray(getattr(shape, "points", shape), dtype=float)
 
 
+def _mean_confidence(result):
+    """The fitter's mean per-landmark confidence (`None` when it gives none)."""
+    conf = getattr(result, "confidence", None)
+    if conf is None or not np.size(conf):
+        return None
+    return float(np.nanmean(np.asarray(conf, dtype=float)))
+
+
 def _size(pts):
     """Face size: the mean side of the tight box."""
     return float(np.mean(pts.max(0) - pts.min(0)))
@@ -285,10 +296,6 @@ def drop_images(result):
             r._image = None
         stack.extend((getattr(r, "stages", None) or {}).values())
     return result
-
-
-def _box(pts):
-    return bounding_box(pts.min(0), pts.max(0))
 
 
 class Tracker:
@@ -454,9 +461,9 @@ class Tracker:
         """
         pts = _pts(result.final_shape)
         terms = {}
-        conf = getattr(result, "confidence", None)
-        if conf is not None and np.size(conf):
-            raw = float(np.clip(np.nanmean(np.asarray(conf, dtype=float)), 0, 1))
+        mean = _mean_confidence(result)
+        if mean is not None:
+            raw = float(np.clip(mean, 0, 1))
             terms["fit_raw"] = raw
             ref = self._fit_ref
             if ref is not None and ref > 0 and np.isfinite(raw):
@@ -474,9 +481,6 @@ class Tracker:
         if not np.isfinite(value):
             value = 0.0
         return value, terms
-
-    def _fit_box(self, image, box):
-        return self.fitter.fit_from_bb(image, box), box
 
     def tracking_box(self, shape):
         """The box a tracked frame starts from: the previous shape's tight box, mapped
@@ -496,18 +500,17 @@ class Tracker:
 
     def _set_anchor(self, box, shape):
         """Remember how the box given to the fitter relates to the fit's tight box."""
-        (blo, bhi), pts = (box.points.min(0), box.points.max(0)), _pts(shape)
-        flo, fhi = pts.min(0), pts.max(0)
-        fs = np.maximum(fhi - flo, 1e-6)
-        offset = ((blo + bhi) / 2 - (flo + fhi) / 2) / fs
-        scale = (bhi - blo) / fs
+        (bc, bs), (fc, fs) = box_params(box), box_params(_pts(shape))
+        fs = np.maximum(fs, 1e-6)
+        offset = (bc - fc) / fs
+        scale = bs / fs
         self._anchor = (offset, scale, fs)
         if self._box_filter is not None:
             self._box_filter.reset()
 
     def _fit_track(self, image, prev):
         if self.init == "shape" and hasattr(self.fitter, "fit_from_shape"):
-            box = _box(prev)
+            box = box_from_shape(prev)
             return self.fitter.fit_from_shape(image, PointCloud(prev)), box
         box = self.tracking_box(prev)
         return self.fitter.fit_from_bb(image, box), box
@@ -519,7 +522,7 @@ class Tracker:
         if self._prev is not None and len(boxes) > 1:
             from menpo_densereg.data.boxes import box_iou
 
-            prev_box = _box(self._prev)
+            prev_box = box_from_shape(self._prev)
             return max(boxes, key=lambda b: box_iou(b, prev_box))
         return boxes[0]
 
@@ -554,16 +557,11 @@ class Tracker:
             reason = "first frame" if first else "after loss"
         box = self._detect(image)
         if box is not None:
-            res, fbox = self._fit_box(image, box)
+            res = self.fitter.fit_from_bb(image, box)
             bad = self.degenerate(res.final_shape, image)
             if bad is None:
-                self._set_anchor(fbox, res.final_shape)
-                ref = getattr(res, "confidence", None)
-                self._fit_ref = (
-                    float(np.nanmean(np.asarray(ref, dtype=float)))
-                    if ref is not None and np.size(ref)
-                    else None
-                )
+                self._set_anchor(box, res.final_shape)
+                self._fit_ref = _mean_confidence(res)
                 conf, terms = self.confidence(res, None)
                 state = "detected" if prev is None else "redetected"
                 return self._finish(index, state, reason, (res, conf, terms, box), t0)
@@ -630,7 +628,6 @@ class Tracker:
             raise ValueError(f"on_error: expected 'raise' or 'keep', got {on_error!r}")
         self.reset()
         out = TrackingResult(fitter_name=self.name)
-        it = frames
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -639,7 +636,7 @@ class Tracker:
             desc = progress if isinstance(progress, str) else self.name
             bar = tqdm(total=total, desc=desc, unit="frame")
         try:
-            for i, image in enumerate(it):
+            for i, image in enumerate(frames):
                 rec = self.step(image, index=getattr(image, "frame", i))
                 out.append(rec)
                 if callback is not None:

@@ -16,6 +16,13 @@ from pathlib import Path
 import numpy as np
 from menpo.image import Image
 
+from menpo_densereg.data.readers import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    read_image,
+    write_pts,
+)
+
 __all__ = [
     "VideoError",
     "VIDEO_HINT",
@@ -32,7 +39,6 @@ __all__ = [
 VIDEO_HINT = (
     "reading and writing video needs PyAV: pip install 'menpo-densereg[video]' (av)"
 )
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 
 
 class VideoError(ValueError):
@@ -228,8 +234,6 @@ def _decode(av, container, stream):
 
 
 def _iter_folder(path, start, stop, step):
-    from menpo_densereg.data.readers import DatasetError, read_image
-
     files = _frame_files(path)
     if not files:
         raise VideoError(path, "no frames (imgs/*.jpg, frames/* or images)")
@@ -405,8 +409,6 @@ def write_300vw(folder, shapes, first=1):
     -------
     paths : `list` of `Path`
     """
-    from menpo_densereg.data.readers import write_pts
-
     annot = Path(folder) / "annot"
     annot.mkdir(parents=True, exist_ok=True)
     paths = []
