@@ -37,21 +37,16 @@ MEMBERS = ("hog", "mmod", "haar")
 SYNTH_SEED = 2026
 
 
-def landmark_box(points):
-    from menpo_densereg.data.boxes import box_from_landmarks
-
-    return box_from_landmarks(points)
-
-
 def real_items(paths):
     """``(key, load, landmark box)`` of image files with a ``.pts`` beside them."""
+    from menpo_densereg.data.boxes import box_from_landmarks
     from menpo_densereg.data.readers import read_image, read_pts
 
     items = []
     for p in paths:
         p = Path(p)
         pts = read_pts(p.with_suffix(".pts"))
-        items.append((str(p), (lambda p=p: read_image(p)), landmark_box(pts)))
+        items.append((str(p), (lambda p=p: read_image(p)), box_from_landmarks(pts)))
     return items
 
 
@@ -65,6 +60,7 @@ def synthetic_items(sources, n, seed=SYNTH_SEED, yaw=(45.0, 90.0), size=192, tag
     """
     from menpo.image import Image
 
+    from menpo_densereg.data.boxes import box_from_landmarks
     from menpo_densereg.data.readers import read_image, read_pts
     from menpo_densereg.template.synthesis import (
         SynthConfig,
@@ -105,7 +101,7 @@ def synthetic_items(sources, n, seed=SYNTH_SEED, yaw=(45.0, 90.0), size=192, tag
             continue
         img = Image(np.clip(s["image"], 0, 1).astype(np.float32), copy=False)
         key = f"synth{tag}/{len(items):03d}_{Path(textured[k].face.name).stem}_yaw{s['pose'][0]:+.0f}"
-        items.append((key, (lambda img=img: img), landmark_box(s["lm_ibug68"])))
+        items.append((key, (lambda img=img: img), box_from_landmarks(s["lm_ibug68"])))
     return items
 
 

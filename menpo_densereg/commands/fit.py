@@ -179,18 +179,10 @@ def markup_warning(fitter, detected):
     The detector finds faces: a fitter of a non-face markup (ears) run on a face box
     gives meaningless points.
     """
-    markup = getattr(fitter, "markup", None)
-    if markup is None or not detected:
-        return None
-    from menpo_densereg.data.markups import get_markup
-
-    try:
-        m = get_markup(markup)
-    except ValueError:
-        return None
-    if m.name.startswith("ear"):
+    name = _markup_name(fitter) if detected else None
+    if name is not None and name.startswith("ear"):
         return (
-            f"warning: fitter {getattr(fitter, 'name', '?')!r} gives {m.name} (ear) "
+            f"warning: fitter {getattr(fitter, 'name', '?')!r} gives {name} (ear) "
             "landmarks but the boxes come from a face detector; its points will not "
             "mean much. Give an ear box with --box, or use a face fitter."
         )
@@ -236,17 +228,12 @@ def find_faces(pil, max_side=640, detector="hog", calibrate=False):
     The boxes are the detector's own, or with ``calibrate`` mapped to the landmark box
     (:func:`menpo_densereg.data.detectors.calibrate_box`).
     """
-    from menpo.shape import bounding_box
-
     from menpo_densereg.data.detectors import detect
+    from menpo_densereg.fitting.base import box_from_shape
 
     small, scale = _shrink(pil, max_side)
     found = detect(_menpo_image(small), detector, calibrate=calibrate)
-    out = []
-    for b, _ in found:
-        pts = b.points / scale
-        out.append(bounding_box(pts.min(0), pts.max(0)))
-    return out
+    return [box_from_shape(b.points / scale) for b, _ in found]
 
 
 def find_face(pil, max_side=640):

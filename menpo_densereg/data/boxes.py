@@ -13,6 +13,8 @@ from menpo.shape import PointCloud, bounding_box
 
 from menpo_densereg.data.detectors import (
     DEFAULT_DETECTOR,
+    box_corners,
+    box_iou,
     calibrate_box,
     detect,
     get_detector,
@@ -28,12 +30,6 @@ __all__ = [
     "calibrate_detector_box",
     "DLIB_TO_LANDMARK_BOX",
 ]
-
-
-def box_corners(box):
-    """``(top, left), (bottom, right)`` of a box (any PointCloud of its corners)."""
-    pts = box.points if isinstance(box, PointCloud) else np.asarray(box, dtype=float)
-    return pts.min(axis=0), pts.max(axis=0)
 
 
 def box_from_landmarks(shape):
@@ -52,14 +48,6 @@ def box_from_landmarks(shape):
     if np.any(hi - lo <= 0):
         raise ValueError("shape: landmarks are degenerate (zero-area box)")
     return bounding_box(lo, hi)
-
-
-def box_iou(a, b):
-    """Intersection over union of two axis-aligned boxes."""
-    (a0, a1), (b0, b1) = box_corners(a), box_corners(b)
-    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod()
-    union = (a1 - a0).prod() + (b1 - b0).prod() - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def detect_faces(image, upsample=None, detector="hog", calibrate=False):

@@ -57,6 +57,8 @@ __all__ = [
     "detect",
     "image_to_uint8",
     "non_max_suppression",
+    "box_corners",
+    "box_iou",
     "box_params",
     "BoxCalibration",
     "fit_calibration",
@@ -441,14 +443,11 @@ def _merge_stages(stages, confident):
     for dets, name in stages:
         if dets:
             new = list(dets)
-            boxes = [np.concatenate(_tlbr(d.box)) for d in new]
             for stage in kept:
                 stage[:] = [
                     d
                     for d in stage
-                    if not any(
-                        _iou_tlbr(np.concatenate(_tlbr(d.box)), b) > 0.3 for b in boxes
-                    )
+                    if not any(box_iou(d.box, n.box) > 0.3 for n in new)
                 ]
             kept.append(new)
         flat = [d for stage in kept for d in stage]
@@ -456,18 +455,6 @@ def _merge_stages(stages, confident):
         if flat and (thr is None or max(d.score for d in flat) >= thr):
             break
     return [d for stage in reversed(kept) for d in stage]
-
-
-def _tlbr(box):
-    """``(top, left), (bottom, right)`` of a box."""
-    return box.points.min(0), box.points.max(0)
-
-
-def _iou_tlbr(a, b):
-    lo, hi = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
-    inter = float(np.prod(np.clip(hi - lo, 0, None)))
-    union = float(np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2])) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class CascadeDetector(FaceDetector):
@@ -564,10 +551,23 @@ def detect(image, detector=DEFAULT_DETECTOR, calibrate=True):
 # calibration
 
 
+def box_corners(box):
+    """``(top, left), (bottom, right)`` of a box (any PointCloud of its corners)."""
+    pts = box.points if isinstance(box, PointCloud) else np.asarray(box, dtype=float)
+    return pts.min(axis=0), pts.max(axis=0)
+
+
+def box_iou(a, b):
+    """Intersection over union of two axis-aligned boxes."""
+    (a0, a1), (b0, b1) = box_corners(a), box_corners(b)
+    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod()
+    union = (a1 - a0).prod() + (b1 - b0).prod() - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def box_params(box):
     """``(centre, size)`` of a box (``(y, x)`` each) from any PointCloud of its corners."""
-    pts = box.points if isinstance(box, PointCloud) else np.asarray(box, float)
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    lo, hi = box_corners(box)
     return (lo + hi) / 2, hi - lo
 
 

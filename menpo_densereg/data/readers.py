@@ -322,6 +322,16 @@ def _load_pair(pair, n_points=None, max_pixels=None):
     return _attach(image, shape)
 
 
+def _pts_pairs(folder, recursive=True):
+    """``[(image path or None, .pts path)]`` of a folder tree, sorted by .pts path."""
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found")
+    pts_files = sorted(folder.glob("**/*.pts" if recursive else "*.pts"))
+    if not pts_files:
+        raise DatasetError(f"{folder}: no .pts landmark files found")
+    return [(_find_image(p), p) for p in pts_files]
+
+
 def read_pts_folder(
     folder, recursive=True, n_points=None, on_error="raise", progress=False
 ):
@@ -346,13 +356,7 @@ def read_pts_folder(
         Missing or empty folder; a bad item when ``on_error="raise"``.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: folder not found")
-    pattern = "**/*.pts" if recursive else "*.pts"
-    pts_files = sorted(folder.glob(pattern))
-    if not pts_files:
-        raise DatasetError(f"{folder}: no .pts landmark files found")
-    pairs = [(_find_image(p), p) for p in pts_files]
+    pairs = _pts_pairs(folder, recursive)
     return _collect(
         pairs,
         lambda pair: _load_pair(pair, n_points),
@@ -396,11 +400,7 @@ class PtsFolder:
             raise ValueError(
                 f"limit: expected a positive number of images, got {limit}"
             )
-        pattern = "**/*.pts" if recursive else "*.pts"
-        pts_files = sorted(self.folder.glob(pattern))
-        if not pts_files:
-            raise DatasetError(f"{self.folder}: no .pts landmark files found")
-        self.pairs = [(_find_image(p), p) for p in pts_files]
+        self.pairs = _pts_pairs(self.folder, recursive)
         self.n_points = n_points
         self.limit = None if limit is None else int(limit)
         self.max_pixels = max_pixels
