@@ -49,9 +49,15 @@ def main(argv=None):
         train, held = split_files(folder)
         kw = dict(files=train, limit=args.limit, label_missing=not args.cached_only)
         kw.update(labellers=labellers, versions=versions)
-        kept, s = consensus_pseudo_labels(folder, max_nme=args.max_nme, **kw)
-        _, s_all = consensus_pseudo_labels(folder, max_nme=1e9, progress=False, **kw)
-        errs = np.array([e for _, _, e in _])
+        # every labelled face once (no threshold), then the counts at --max-nme
+        faces, s = consensus_pseudo_labels(folder, max_nme=1e9, **kw)
+        errs = np.array([e for _, _, e in faces])
+        n_kept = int(np.sum(errs <= args.max_nme))
+        s.update(
+            max_nme=float(args.max_nme),
+            n_kept=n_kept,
+            kept_fraction=n_kept / s["n_labelled"] if s["n_labelled"] else 0.0,
+        )
         at = {t: float(np.mean(errs <= t)) for t in (0.03, 0.04, 0.05, 0.06, 0.08)}
         rows.append((s, len(held), at, len(train)))
     print(

@@ -69,7 +69,7 @@ def held_out_sets(data, per_person=5, limit=None):
 
 
 def build_fitters(mdm_specs=("mdm-face",), densereg_specs=("densereg-face",)):
-    """``{name: (fitter, box_kind)}``; every fitter gets the ``"calibrated"`` box.
+    """``{name: fitter}``; every fitter gets the same (calibrated detector) box.
 
     With several MDM refiners, the chains are named ``+MDM[<spec>]``.
     """
@@ -84,7 +84,7 @@ def build_fitters(mdm_specs=("mdm-face",), densereg_specs=("densereg-face",)):
     def tag(m):
         return "+MDM" if len(mdms) == 1 else f"+MDM[{Path(m).name}]"
 
-    out = {"dlib-ert (peer)": (DlibPeer(), "calibrated")}
+    out = {"dlib-ert (peer)": DlibPeer()}
     inits = [
         (
             (
@@ -97,10 +97,10 @@ def build_fitters(mdm_specs=("mdm-face",), densereg_specs=("densereg-face",)):
         for d, f in denseregs.items()
     ]
     for name, ini in inits + [("decafa-face", decafa)]:
-        out[name] = (ini, "calibrated")
+        out[name] = ini
         for m, mdm in mdms.items():
-            out[name + tag(m)] = (InitialisedFitter(ini, mdm), "calibrated")
-    out["densereg-aam-face"] = (load_fitter("densereg-aam-face"), "calibrated")
+            out[name + tag(m)] = InitialisedFitter(ini, mdm)
+    out["densereg-aam-face"] = load_fitter("densereg-aam-face")
     return out
 
 
@@ -120,16 +120,15 @@ def run(sets, fitters, progress=True):
             det = raw_hog_box(im, gt)
             tight = box_from_landmarks(gt)
             protocols = {
-                "gt": (tight, tight, "gt"),
+                "gt": (tight, "gt"),
                 "detector": (
-                    (det, calibrate_detector_box(det), "hog")
+                    (calibrate_detector_box(det), "hog")
                     if det is not None
-                    else (tight, tight, "gt")
+                    else (tight, "gt")
                 ),
             }
-            for proto, (raw, calibrated, src) in protocols.items():
-                for name, (fitter, kind) in fitters.items():
-                    box = raw if kind == "raw" else calibrated
+            for proto, (box, src) in protocols.items():
+                for name, fitter in fitters.items():
                     t0 = time.perf_counter()
                     res = fitter.fit_from_bb(im, box)
                     dt = time.perf_counter() - t0

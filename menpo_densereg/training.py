@@ -16,7 +16,8 @@ One loop serves DenseReg, DeCaFA and MDM: the model-specific code is a dataset a
   run or architecture is refused (:class:`CheckpointMismatch`), and a killed run
   resumes bit-identically on CPU (RNG states and the data position are checkpointed).
 
-Recipes (``fitters/<name>/recipe.toml``) are read with :func:`load_recipe`.
+Recipes (``fitters/<name>/recipe.toml``) are read with
+:func:`menpo_densereg.fitting.recipes.load_recipe` (no torch needed).
 """
 
 import hashlib
@@ -33,13 +34,11 @@ import torch
 from tqdm.auto import tqdm
 
 from menpo_densereg.atomic import atomic_path
-from menpo_densereg.fitting.recipes import load_recipe  # noqa: F401  (re-export)
 
 __all__ = [
     "TrainConfig",
     "train_loop",
     "select_device",
-    "load_recipe",
     "seed_everything",
     "distributed_context",
     "load_checkpoint",

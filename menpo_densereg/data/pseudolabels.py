@@ -78,6 +78,7 @@ def pseudo_label_68(images, peer=None, max_nme=0.06, progress=True, group=None):
 
         peer = DlibPeer()
     accepted, rejected = [], []
+    exact = {}  # markup name -> _exact_rows (the same for every image of a markup)
     for image in tqdm(images, desc="pseudo-labels", disable=not progress, leave=False):
         g = group or next(
             k
@@ -96,7 +97,9 @@ def pseudo_label_68(images, peer=None, max_nme=0.06, progress=True, group=None):
             rejected.append((str(getattr(image, "path", "?")), err))
             continue
         pts = pred.points.copy()
-        for i68, j in _exact_rows(markup).items():
+        if markup.name not in exact:
+            exact[markup.name] = _exact_rows(markup)
+        for i68, j in exact[markup.name].items():
             pts[i68] = manual.points[j]
         out = image.copy()
         out.landmarks["ibug68"] = PointCloud(pts)
@@ -184,9 +187,10 @@ def label_with_consensus(image, labellers):
     box = _central_detection(image)
     if box is None:
         return {"status": "no-face", "box": None, "shapes": {}, "nme": None}
+    calibrated = calibrate_detector_box(box)
     shapes = {}
     for name, fitter in labellers.items():
-        b = box if name.startswith("dlib") else calibrate_detector_box(box)
+        b = box if name.startswith("dlib") else calibrated
         shapes[name] = np.asarray(fitter.fit_from_bb(image, b).final_shape.points)
     names = list(shapes)
     ref = PointCloud(shapes[names[0]])
@@ -257,6 +261,7 @@ def consensus_pseudo_labels(
         ``versions``, ``label_seconds`` (time spent labelling in this call),
         ``median_nme``.
     """
+    import hashlib
     import json
     import time
 
@@ -274,17 +279,11 @@ def consensus_pseudo_labels(
     if set(versions) != set(labellers):
         raise ValueError(f"versions: expected one per labeller {labellers}")
     if files is None:
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such folder")
-        files = sorted(
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
-        )
+        from menpo_densereg.data.splits import _images
+
+        files = _images(folder)
     files = [Path(f) for f in files][: limit if limit else None]
     versions = {n: str(versions[n]) for n in labellers}
-    import hashlib
-
     digest = hashlib.sha1(json.dumps(versions, sort_keys=True).encode()).hexdigest()
     root = Path(cache_dir) if cache_dir else default_cache()
     cache = root / "consensus68" / f"{folder.name}-{digest[:10]}"
@@ -395,11 +394,12 @@ def convention_offset(images, peer=None, group="PTS", boxes="detector"):
     diffs = []
     for im in images:
         gt = np.asarray(im.landmarks[group].points, float)
-        box = box_from_shape(PointCloud(gt))
         if boxes == "detector":
             box = raw_hog_box(im, PointCloud(gt))
             if box is None:
                 continue
+        else:
+            box = box_from_shape(PointCloud(gt))
         pred = peer.fit_from_bb(im, box).final_shape.points
         R, s = _face_frame(gt)
         diffs.append((pred - gt) @ R / s)

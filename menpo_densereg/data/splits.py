@@ -36,6 +36,7 @@ __all__ = [
     "is_held_out_person",
     "split_of",
     "split_files",
+    "training_side",
     "held_out_people",
     "heldout_ytf68_frames",
 ]
@@ -151,6 +152,19 @@ def split_files(folder, dataset=None, fraction=HOLDOUT_FRACTION, salt=SPLIT_SALT
         side = split_of(p, dataset, fraction, salt)
         (held if side == "heldout" else train).append(p)
     return train, held
+
+
+def training_side(images, fraction=HOLDOUT_FRACTION, salt=SPLIT_SALT):
+    """The images (with a ``path`` attribute) on the training side of the split.
+
+    Images without a ``path`` (e.g. built-in assets, mirrored copies) are kept.
+    """
+    return [
+        im
+        for im in images
+        if getattr(im, "path", None) is None
+        or split_of(im.path, fraction=fraction, salt=salt) == "train"
+    ]
 
 
 def held_out_people(folder, fraction=HOLDOUT_FRACTION, salt=SPLIT_SALT):

@@ -21,7 +21,8 @@ A recipe (TOML) has
 The trained network is written to ``<fitter_dir>/weights.safetensors``
 (:func:`~menpo_densereg.decafa.initialiser.save_decafa`) with the training summary in
 its header, and the summary also to ``<fitter_dir>/training_log.json``. Checkpoints go to
-``runs/decafa/<fitter name>/`` in the repository (resumable).
+``runs/<fitter folder>-<run key>/`` in the repository (resumable;
+:func:`menpo_densereg.training.recipe_train_config`).
 """
 
 import json
@@ -46,14 +47,7 @@ from menpo_densereg.decafa.dataset import (
     to_grey,
 )
 from menpo_densereg.data.markups import get_markup
-from menpo_densereg.training import (
-    TrainConfig,
-    cli_overrides,
-    run_dir,
-    run_key,
-    seed_everything,
-    train_loop,
-)
+from menpo_densereg.training import recipe_train_config, train_loop
 
 __all__ = [
     "train_from_recipe",
@@ -271,21 +265,13 @@ def make_val_fn(val_sets):
     return val_fn
 
 
-def _checkpoint_dir(recipe, fitter_dir):
-    train = recipe.get("train", {})
-    if train.get("out_dir"):
-        return Path(train["out_dir"])
-    name = recipe.get("fitter", {}).get("name") or Path(fitter_dir).name
-    return _REPO / "runs" / "decafa" / name
-
-
 def train_from_recipe(recipe, fitter_dir, args=None):
     """Train the DeCaFA model of ``recipe`` and save it into ``fitter_dir``.
 
     Parameters
     ----------
     recipe : `dict`
-        From :func:`menpo_densereg.training.load_recipe`.
+        From :func:`menpo_densereg.fitting.recipes.load_recipe`.
     fitter_dir : `Path`
         Where ``weights.safetensors`` and ``training_log.json`` are written.
     args : `argparse.Namespace`, optional
@@ -298,29 +284,17 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     """
     fitter_dir = Path(fitter_dir)
     config = model_config_from_recipe(recipe)
-    overrides = {}
-    if args is not None:
-        if getattr(args, "steps", None):
-            overrides["steps"] = args.steps
-        if getattr(args, "device", None):
-            overrides["device"] = args.device
-        if getattr(args, "resume", None) is not None:
-            overrides["resume"] = args.resume
-        if getattr(args, "progress", None) is not None:
-            overrides["progress"] = args.progress
-        if getattr(args, "out_dir", None):
-            overrides["out_dir"] = str(args.out_dir)
-    train_table = dict(recipe.get("train", {}))
     # checkpoints: the given out_dir, else the run's own folder (fitter folder +
     # recipe hash); the run key makes a checkpoint of another run refused, not resumed
-    explicit = overrides.pop("out_dir", None) or train_table.get("out_dir")
-    train_table["out_dir"] = str(
-        explicit
-        or run_dir(fitter_dir, recipe, cli_overrides(args), root=_REPO / "runs")
+    tconf = recipe_train_config(
+        recipe,
+        fitter_dir,
+        args,
+        root=_REPO / "runs",
+        out_dir=getattr(args, "out_dir", None),
     )
-    train_table["run_key"] = run_key(fitter_dir, recipe, cli_overrides(args))
-    tconf = TrainConfig.from_dict(train_table, **overrides)
-    seed_everything(tconf.seed)
+    if getattr(args, "progress", None) is not None:
+        tconf.progress = args.progress
     net = build_decafa(config)
     dataset, turns = build_sources(recipe, config, seed=tconf.seed)
     data = recipe.get("data", {})

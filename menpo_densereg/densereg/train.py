@@ -358,13 +358,9 @@ def build_train_dataset(recipe, config, seed, cache_dir=None):
     )
     if data.get("split") == "person":
         # drop held-out people / images (menpo_densereg.data.splits)
-        from menpo_densereg.data.splits import split_of
+        from menpo_densereg.data.splits import training_side
 
-        train_images = [
-            im
-            for im in train_images
-            if getattr(im, "path", None) is None or split_of(im.path) == "train"
-        ]
+        train_images = training_side(train_images)
     if not train_images:
         raise ValueError("[data] train: no training images")
     n_real = int(data.get("real_samples", 1000))

@@ -48,8 +48,7 @@ def labeller_version(name):
         from menpo_densereg.evaluation.peers import dlib_model_path
 
         return f"dlib {dlib.__version__}, {_file_digest([dlib_model_path()])}"
-    import tomllib
-
+    from menpo_densereg.fitting.recipes import load_recipe
     from menpo_densereg.fitting.registry import fitter_dir, list_fitters
 
     known, files, todo, seen = set(list_fitters()), [], [name], set()
@@ -60,8 +59,7 @@ def labeller_version(name):
         seen.add(n)
         d = Path(fitter_dir(n))
         files += [d / "recipe.toml"] + sorted(d.glob("*.safetensors"))
-        with open(d / "recipe.toml", "rb") as f:
-            recipe = tomllib.load(f)
+        recipe = load_recipe(d)
         for table in recipe.values():
             for v in table.values() if isinstance(table, dict) else []:
                 if isinstance(v, str) and v in known and v != n:

@@ -451,10 +451,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         shutil.copy2(init_weights, copy)
         init_weights = copy
     data = dict(recipe.get("data", {}))
-    folders = [
-        Path(f) if Path(f).is_absolute() else (base / f).resolve()
-        for f in data.get("train", [])
-    ]
+    folders = [_resolve(f, base) for f in data.get("train", [])]
     markup = get_markup(mcfg.get("markup", "ibug68")).name
     held_out = list(data.get("held_out", []))
     if markup == "ibug68" and not held_out:
@@ -468,10 +465,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         if data.get("mirror", False):
             # ears (no left/right point permutation): a mirrored ear is an ear
             images = images + [_mirror_plain(im) for im in images]
-    pseudo = [
-        Path(f) if Path(f).is_absolute() else (base / f).resolve()
-        for f in data.get("pseudo68", [])
-    ]
+    pseudo = [_resolve(f, base) for f in data.get("pseudo68", [])]
     n_pseudo = 0
     if pseudo:
         from menpo_densereg.data.annotated import pseudo_labelled_68
@@ -484,7 +478,9 @@ def train_from_recipe(recipe, fitter_dir, args=None):
             pseudo_images += [mirror_image(im) for im in pseudo_images]
         images = images + pseudo_images
     if data.get("split") == "person":
-        images = _training_side(images)
+        from menpo_densereg.data.splits import training_side
+
+        images = training_side(images)
     if not images:
         raise ValueError(f"{fitter_dir}: no {markup} training images")
     groups = {"manual": images}
@@ -590,15 +586,9 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     return {"weights": str(weights), "history": history}
 
 
-def _training_side(images):
-    """The images on the training side of :mod:`menpo_densereg.data.splits`."""
-    from menpo_densereg.data.splits import split_of
-
-    return [
-        im
-        for im in images
-        if getattr(im, "path", None) is None or split_of(im.path) == "train"
-    ]
+def _resolve(folder, base):
+    """A recipe's folder: absolute as given, else relative to the recipe's folder."""
+    return Path(folder) if Path(folder).is_absolute() else (base / folder).resolve()
 
 
 def _large_sources(data, base):
@@ -623,19 +613,14 @@ def _large_sources(data, base):
         consensus_images,
         convention_offset,
     )
-    from menpo_densereg.data.splits import split_files
-
-    def resolve(f):
-        return Path(f) if Path(f).is_absolute() else (base / f).resolve()
+    from menpo_densereg.data.splits import split_files, training_side
 
     out = {}
     every = max(1, int(data.get("offset68_every", 1)))
-    for folder in map(resolve, data.get("offset68", [])):
+    for folder in (_resolve(f, base) for f in data.get("offset68", [])):
         images = [
             im
-            for im in _training_side(
-                load_annotated([folder], "ibug68", on_error="skip")
-            )
+            for im in training_side(load_annotated([folder], "ibug68", on_error="skip"))
             if not Path(im.path).stem.endswith("_t")
         ][::every]
         n = int(data.get("offset68_samples", 300))
@@ -648,14 +633,14 @@ def _large_sources(data, base):
             im.landmarks["PTS"] = apply_offset(im.landmarks["PTS"], offset)
         out[f"offset68:{folder.name}"] = images
     max_nme = float(data.get("consensus_max_nme", 0.05))
-    pools = [resolve(f) for f in data.get("consensus68", [])]
+    pools = [_resolve(f, base) for f in data.get("consensus68", [])]
     if pools:
         from menpo_densereg.fitting.labellers import consensus_labellers
 
         labellers, versions = consensus_labellers()
+    label_missing = bool(data.get("consensus_label_missing", True))
     for folder in pools:
         train, _ = split_files(folder)
-        label_missing = bool(data.get("consensus_label_missing", True))
         images, summary = consensus_images(
             folder,
             labellers,
