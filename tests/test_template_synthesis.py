@@ -239,3 +239,16 @@ def test_real_and_synthetic_items_collate_together(images):
     batch = next(iter(torch.utils.data.DataLoader(both, batch_size=4)))
     assert set(batch) == set(SAMPLE_KEYS)
     assert batch["image"].shape == (4, 3, 32, 32)
+
+
+def test_datasets_share_fitted_faces(images):
+    real = RealDenseDataset(images, size=S, seed=1, length=4)
+    again = RealDenseDataset(None, size=S, seed=1, length=4, faces=real.faces)
+    assert again.faces == real.faces
+    a, b = real.sample(3), again.sample(3)
+    assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in SAMPLE_KEYS)
+    syn = SyntheticDenseDataset(None, size=S, length=3, seed=2, faces=real.faces)
+    fresh = SyntheticDenseDataset(images, size=S, length=3, seed=2)
+    x, y = syn.sample(2), fresh.sample(2)
+    np.testing.assert_allclose(x["uv"], y["uv"], atol=1e-6)
+    np.testing.assert_allclose(x["image"], y["image"], atol=1e-6)

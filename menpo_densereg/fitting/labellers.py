@@ -12,6 +12,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_LABELLERS",
+    "cached_consensus_versions",
     "consensus_labellers",
     "labeller_version",
     "load_labeller",
@@ -86,3 +87,66 @@ def consensus_labellers(names=DEFAULT_LABELLERS):
     names = tuple(names)
     labellers = {n: (lambda n=n: load_labeller(n)) for n in names}
     return labellers, {n: labeller_version(n) for n in names}
+
+
+def cached_consensus_versions(folder, names=DEFAULT_LABELLERS, cache_dir=None):
+    """The labeller versions of the largest consensus-label cache of ``folder``.
+
+    Consensus labels are keyed by the exact versions of their labellers, so retraining a
+    labeller (a new weights digest) starts a new, empty cache. A training recipe with
+    ``[data] consensus_labels = "cached"`` reuses the labels already made by earlier
+    versions of the same labellers (a self-training round: label → retrain → relabel
+    when asked) instead of relabelling thousands of faces; the versions returned here
+    are written to the run's log as the labels' provenance.
+
+    Parameters
+    ----------
+    folder : `str` or `Path`
+        The unlabelled pool.
+    names : `tuple` of `str`
+        Labeller names, in order (the first one's shape is the label).
+    cache_dir : `Path`, optional
+        Default :func:`menpo_densereg.cache.cache_dir`.
+
+    Returns
+    -------
+    versions : `dict` ``{name: version}`` or `None` when no cache of these labellers
+        holds a record for this pool.
+    """
+    import json
+
+    from menpo_densereg.cache import cache_dir as default_cache
+
+    root = (Path(cache_dir) if cache_dir else default_cache()) / "consensus68"
+    best, best_n = None, 0
+    for prov in sorted(root.glob(f"{Path(folder).name}-*/provenance.json")):
+        try:
+            info = json.loads(prov.read_text())
+        except (OSError, ValueError):
+            continue
+        if list(info.get("labellers", [])) != list(names):
+            continue
+        n = sum(1 for _ in prov.parent.glob("*.json")) - 1
+        if n > best_n:
+            best, best_n = dict(info["versions"]), n
+    return best
+
+
+def consensus_sources(folder, names=DEFAULT_LABELLERS, which="current"):
+    """``(labellers, versions, label_missing)`` for a training recipe's pool.
+
+    ``which = "current"``: the shipped labellers as they are now (missing labels are
+    made); ``"cached"``: the versions of the largest existing cache
+    (:func:`cached_consensus_versions`), nothing is labelled (the current labellers are
+    used when no cache exists).
+    """
+    if which not in ("current", "cached"):
+        raise ValueError(
+            f"[data] consensus_labels = {which!r}: expected 'current' or 'cached'"
+        )
+    labellers, versions = consensus_labellers(names)
+    if which == "cached":
+        cached = cached_consensus_versions(folder, names)
+        if cached is not None:
+            return labellers, cached, False
+    return labellers, versions, True

@@ -259,6 +259,7 @@ SCHEMA = {
         "consensus_max_nme": _f(0.0),
         "consensus_label_missing": _b(),
         "consensus_max_faces": _i(1),
+        "consensus_labels": _s(),
         "group_fractions": _Spec("table"),
         "engine_samples": _i(0),
         "engine_fraction": _p(),

@@ -607,39 +607,33 @@ def _large_sources(data, base):
     """
     from menpo.image import Image
 
-    from menpo_densereg.data.annotated import load_annotated
     from menpo_densereg.data.pseudolabels import (
-        apply_offset,
         consensus_images,
-        convention_offset,
+        offset_convention_images,
     )
-    from menpo_densereg.data.splits import split_files, training_side
+    from menpo_densereg.data.splits import split_files
 
     out = {}
-    every = max(1, int(data.get("offset68_every", 1)))
     for folder in (_resolve(f, base) for f in data.get("offset68", [])):
-        images = [
-            im
-            for im in training_side(load_annotated([folder], "ibug68", on_error="skip"))
-            if not Path(im.path).stem.endswith("_t")
-        ][::every]
-        n = int(data.get("offset68_samples", 300))
-        offset = convention_offset(images[:: max(1, len(images) // n)][:n])
+        images, offset = offset_convention_images(
+            folder,
+            every=data.get("offset68_every", 1),
+            n_samples=data.get("offset68_samples", 300),
+        )
         print(
             f"{folder.name}: {len(images)} training frames, convention offset to dlib "
             f"(mean |offset| {100 * np.linalg.norm(offset, axis=1).mean():.1f} % IOD)"
         )
-        for im in images:
-            im.landmarks["PTS"] = apply_offset(im.landmarks["PTS"], offset)
         out[f"offset68:{folder.name}"] = images
     max_nme = float(data.get("consensus_max_nme", 0.05))
     pools = [_resolve(f, base) for f in data.get("consensus68", [])]
     if pools:
-        from menpo_densereg.fitting.labellers import consensus_labellers
-
-        labellers, versions = consensus_labellers()
-    label_missing = bool(data.get("consensus_label_missing", True))
+        from menpo_densereg.fitting.labellers import consensus_sources
     for folder in pools:
+        labellers, versions, can_label = consensus_sources(
+            folder, which=data.get("consensus_labels", "current")
+        )
+        label_missing = can_label and bool(data.get("consensus_label_missing", True))
         train, _ = split_files(folder)
         images, summary = consensus_images(
             folder,
@@ -658,7 +652,7 @@ def _large_sources(data, base):
             )
         print(
             f"{folder.name}: {summary['n_kept']} of {summary['n_labelled']} faces kept "
-            f"(labellers agree within {100 * max_nme:g} % NME)"
+            f"(labellers agree within {100 * max_nme:g} % NME; labels by {versions})"
         )
         grey = []
         for im in images:
