@@ -7,7 +7,8 @@ Usage::
         [--time-only]
 
 For each detector (``hog``, ``mmod``, ``haar``) and the ``cascade`` (hog, then mmod
-where hog finds nothing, then haar) it prints, per set:
+where hog finds nothing scoring >= 0.5, then haar where neither found anything; see
+:mod:`menpo_densereg.data.detectors` for each one's working scale) it prints, per set:
 
 - recall: share of annotated faces with a *calibrated* detection at IoU >= 0.5 against
   the tight landmark box (``raw``: the same with the detector's own box);
@@ -18,12 +19,16 @@ where hog finds nothing, then haar) it prints, per set:
 and the median and mean milliseconds per image of each detector on the first
 ``--time-images`` photos of ``unlabelled`` resized to 640 x 480 (the detectors' own
 working scales and threads; ``OMP_NUM_THREADS=1`` as above). Synthetic faces are also
-reported by |yaw| bin (45-60, 60-75, 75-90). Sets: ``ytf68`` held-out people
-(``--per-person`` frames each, split by :mod:`menpo_densereg.data.splits`),
+reported by |yaw| bin (45-60, 60-75, 75-90) and by source (300-W photographs, or
+low-resolution ytf68 video frames, whose re-renders carry more artefacts), and the
+cascade's misses among them are drawn in ``synthetic_misses.png``. Sets: ``ytf68``
+held-out people (``--per-person`` frames each, split by
+:mod:`menpo_densereg.data.splits`),
 ``faces68`` (300-W faces, without the profiles), ``faces68/300wlp`` (profiles),
 ``video68``, ``wflw98``, and re-renders of held-out people (faces68 lfpw + helen and
 held-out ytf68 people) at 45 <= |yaw| <= 90 degrees by the data engine. Raw detections
-are cached (``--out``/cache.jsonl), so a run can be interrupted and resumed.
+are cached (``--out``/cache.jsonl, with each detector's settings: a changed detector
+is re-run), so a run can be interrupted and resumed.
 """
 
 import argparse
@@ -59,6 +64,7 @@ def synthetic_items(sources, n, seed=SYNTH_SEED, yaw=(45.0, 90.0), size=192, tag
     rendered 68 points. Deterministic in ``seed``.
     """
     from menpo.image import Image
+    from menpo.shape import PointCloud
 
     from menpo_densereg.data.boxes import box_from_landmarks
     from menpo_densereg.data.readers import read_image, read_pts
@@ -100,6 +106,7 @@ def synthetic_items(sources, n, seed=SYNTH_SEED, yaw=(45.0, 90.0), size=192, tag
         if not yaw[0] <= abs(float(s["pose"][0])) <= yaw[1]:
             continue
         img = Image(np.clip(s["image"], 0, 1).astype(np.float32), copy=False)
+        img.landmarks["PTS"] = PointCloud(np.asarray(s["lm_ibug68"], float))
         key = f"synth{tag}/{len(items):03d}_{Path(textured[k].face.name).stem}_yaw{s['pose'][0]:+.0f}"
         items.append((key, (lambda img=img: img), box_from_landmarks(s["lm_ibug68"])))
     return items
@@ -108,6 +115,11 @@ def synthetic_items(sources, n, seed=SYNTH_SEED, yaw=(45.0, 90.0), size=192, tag
 def _yaw(key):
     """The yaw (degrees) written in a synthetic item's key."""
     return float(key.rsplit("_yaw", 1)[1])
+
+
+def _source(key):
+    """The file stem of the photograph a synthetic item was rendered from."""
+    return key.split("/", 1)[1].split("_", 1)[1].rsplit("_yaw", 1)[0]
 
 
 def evaluate(items, found, name, calibrate=True):
@@ -245,6 +257,51 @@ def plot_recall(results, path):
     plt.close(fig)
 
 
+def plot_misses(items, found, path, name="cascade", max_n=24):
+    """A contact sheet of the faces ``name`` misses (PNG, atomic): the landmark box in
+    green, the detector's calibrated boxes in red, the key above. Returns the count."""
+    import matplotlib.pyplot as plt
+
+    from menpo_densereg.atomic import atomic_save_figure
+    from menpo_densereg.data.boxes import box_iou
+    from menpo_densereg.data.detectors import calibrate_box, cascade_of, image_to_uint8
+
+    misses = []
+    for key, load, gt in items:
+        per = found[key]
+        dets = cascade_of(per)[0] if name == "cascade" else per[name][0]
+        cal = [calibrate_box(d.box, d.detector) for d in dets]
+        if not any(box_iou(b, gt) >= 0.5 for b in cal):
+            misses.append((key, load, gt, cal))
+    if not misses:
+        return 0
+    shown = misses[:max_n]
+    cols = min(6, len(shown))
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (key, load, gt, cal) in zip(axes.ravel(), shown):
+        ax.imshow(image_to_uint8(load()))
+        for b, colour in [(gt, "lime")] + [(c, "red") for c in cal]:
+            (t, l), (bt, r) = b.points.min(0), b.points.max(0)
+            ax.add_patch(
+                plt.Rectangle((l, t), r - l, bt - t, fill=False, ec=colour, lw=1)
+            )
+        ax.set_title(Path(key).name[:28], fontsize=6)
+    fig.suptitle(
+        f"{name} misses: {len(misses)} of {len(items)} (green: landmark box, "
+        "red: calibrated detections)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    atomic_save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return len(misses)
+
+
 def main(argv=None):
     import menpo_densereg  # noqa: F401
 
@@ -280,12 +337,25 @@ def main(argv=None):
             [(k, ld) for k, ld, _ in items], MEMBERS, cache=out / "cache.jsonl"
         )
         results[name] = {n: evaluate(items, found, n) for n in MEMBERS + ("cascade",)}
-        if name.startswith("synthetic"):  # recall by |yaw| bin
-            for lo, hi in ((45, 60), (60, 75), (75, 90)):
-                sub = [it for it in items if lo <= abs(_yaw(it[0])) < hi + (hi == 90)]
-                results[f"  of which yaw {lo}-{hi} deg"] = {
-                    n: evaluate(sub, found, n) for n in MEMBERS + ("cascade",)
-                }
+        if name.startswith("synthetic"):  # recall by |yaw| bin and by source
+            subsets = {
+                f"  of which yaw {lo}-{hi} deg": [
+                    it for it in items if lo <= abs(_yaw(it[0])) < hi + (hi == 90)
+                ]
+                for lo, hi in ((45, 60), (60, 75), (75, 90))
+            }
+            photos = {Path(k).stem for k, _, _ in all_sets.get("faces68", [])}
+            subsets["  of which from 300-W photos"] = [
+                it for it in items if _source(it[0]) in photos
+            ]
+            subsets["  of which from ytf68 frames"] = [
+                it for it in items if _source(it[0]) not in photos
+            ]
+            for sub_name, sub in subsets.items():
+                if sub:
+                    results[sub_name] = {
+                        n: evaluate(sub, found, n) for n in MEMBERS + ("cascade",)
+                    }
         print(
             name,
             {n: f"{100 * r['recall']:.1f}%" for n, r in results[name].items()},
@@ -300,6 +370,16 @@ def main(argv=None):
         atomic_write_text(out / "table.md", text + "\n")
         plot_recall(results, out / "recall.png")
         print(f"-> {out / 'table.md'}, {out / 'recall.png'}")
+        for name, items in all_sets.items():
+            if name.startswith("synthetic"):
+                found = scan_detections(
+                    [(k, ld) for k, ld, _ in items],
+                    MEMBERS,
+                    cache=out / "cache.jsonl",
+                    progress=False,
+                )
+                if plot_misses(items, found, out / "synthetic_misses.png"):
+                    print(f"-> {out / 'synthetic_misses.png'}")
     return 0
 
 

@@ -308,3 +308,116 @@ def test_inverse_calibration_round_trips():
     np.testing.assert_allclose(D.calibrate_box(hog, "hog").points, lm.points, atol=1e-9)
     with pytest.raises(ValueError, match="yolo"):
         D.uncalibrate_box(lm, "yolo")
+
+
+def test_working_scale_known_box_in_known_box_out():
+    det = _Fixed("toy", [(10, 10, 110, 110, 1.0)])
+    det.small_side, det.max_pixels = float("inf"), 250_000
+    # 1000 x 1000 is shrunk to 500 x 500 (the pixel bound): boxes come back x2
+    big = det(Image(np.zeros((1, 1000, 1000), np.float32)))
+    np.testing.assert_allclose(_corners(big[0].box), [20, 20, 220, 220])
+    # 100 x 100 is upsampled 2x (never more): boxes come back / 2
+    small = det(Image(np.zeros((1, 100, 100), np.float32)))
+    np.testing.assert_allclose(_corners(small[0].box), [5, 5, 55, 55])
+    # upsampling stops at the pixel bound: 400 x 400 -> 500 x 500
+    assert det._scale(400, 400) == pytest.approx(1.25)
+    det.small_side = 0  # never upsample
+    np.testing.assert_allclose(
+        _corners(det(Image(np.zeros((1, 100, 100), np.float32)))[0].box),
+        [10, 10, 110, 110],
+    )
+
+
+def test_shipped_working_scales():
+    hog, mmod = D.DlibHOGDetector(), D.DlibMMODDetector()
+    assert hog._scale(480, 640) == 2.0  # one pyramid-up level at 640 x 480
+    s = hog._scale(1733, 2606)  # a 4.5 MP photo: shrunk to HOG_MAX_PIXELS
+    assert 1733 * 2606 * s * s == pytest.approx(D.HOG_MAX_PIXELS)
+    assert mmod._scale(480, 640) == pytest.approx(400 / 640)  # 400 x 300
+    assert mmod._scale(192, 192) == pytest.approx(np.sqrt(D.MMOD_MAX_PIXELS) / 192)
+    assert "max pixels 2000000" in str(hog)
+
+
+@needs_dlib
+def test_hog_finds_a_small_face_in_a_large_image(takeo):
+    # takeo's face shrunk to ~40 px in a 640 x 480 image: below HOG's 80 px window
+    small = takeo.rescale(0.45)
+    canvas = np.full((3, 480, 640), 0.5, np.float32)
+    h, w = small.shape
+    canvas[:, 200 : 200 + h, 300 : 300 + w] = small.pixels
+    image = Image(canvas, copy=False)
+    gt = small.landmarks["PTS"].bounding_box().points + [200, 300]
+    found = D.DlibHOGDetector()(image)
+    assert len(found) == 1
+    assert box_iou(found[0].calibrated(), bounding_box(gt.min(0), gt.max(0))) > 0.5
+    assert D.DlibHOGDetector(small_side=0)(image) == []  # without upsampling: missed
+
+
+def test_scan_detections_reruns_a_changed_detector(tmp_path, monkeypatch):
+    det = _Fixed("hog", [(0, 0, 50, 50, 1.0)])
+    monkeypatch.setattr(D, "get_detector", lambda n: det)
+    items = [("a", lambda: Image(np.zeros((1, 500, 500), np.float32)))]
+    cache = tmp_path / "c.jsonl"
+    first = D.scan_detections(items, ("hog",), cache=cache, progress=False)
+    again = D.scan_detections(items, ("hog",), cache=cache, progress=False)
+    assert det.calls == 1  # the second scan read the cache
+    assert _corners(again["a"]["hog"][0][0].box).tolist() == [0, 0, 50, 50]
+    assert len(first["a"]["hog"][0]) == 1
+    det.max_pixels = 10_000  # other settings: the cached line no longer counts
+    D.scan_detections(items, ("hog",), cache=cache, progress=False)
+    assert det.calls == 2
+
+
+class _Rect:
+    def __init__(self, t, l, b, r):
+        self.t, self.l, self.b, self.r = t, l, b, r
+
+    def top(self):
+        return self.t
+
+    def left(self):
+        return self.l
+
+    def bottom(self):
+        return self.b
+
+    def right(self):
+        return self.r
+
+
+class _MarkerNet:
+    """A fake MMOD network: finds a face only where the top-left pixel is marked."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, a, upsample):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        if a[0, 0, 0] < 200:
+            return []
+        return [SimpleNamespace(rect=_Rect(10, 20, 50, 60), confidence=0.9)]
+
+
+def test_mmod_looks_at_the_mirror_when_it_finds_nothing():
+    # a 400 x 300 image (MMOD's working size, scale 1) marked at the top-right: only
+    # the mirrored pass sees the marker, at columns 20..60 of the mirror
+    px = np.zeros((3, 300, 400), np.float32)
+    px[:, 0, -1] = 1.0
+    det = D.DlibMMODDetector()
+    det._net = _MarkerNet()
+    found = det(Image(px, copy=False))
+    assert det._net.calls == 2
+    assert [d.detector for d in found] == ["mmod-mirrored"]
+    np.testing.assert_allclose(_corners(found[0].box), [10, 399 - 60, 50, 399 - 20])
+    # a face found directly: no second pass
+    px[:, 0, 0] = 1.0
+    det._net = _MarkerNet()
+    found = det(Image(px, copy=False))
+    assert det._net.calls == 1 and found[0].detector == "mmod"
+    # without mirror, nothing
+    det = D.DlibMMODDetector(mirror=False)
+    det._net = _MarkerNet()
+    px[:, 0, 0] = 0.0
+    assert det(Image(px, copy=False)) == [] and det._net.calls == 1

@@ -10,12 +10,14 @@ without a face gives ``[]``; detectors never raise for "no face".
 Detectors, one name each (:func:`get_detector`):
 
 ``hog``
-    dlib's HOG + linear SVM frontal detector (fast, frontal faces >= ~80 px, or ~40 px
-    in images small enough to be upsampled once).
+    dlib's HOG + linear SVM frontal detector: fast; its window is 80 px, so every image
+    is upsampled 2x (faces down to ~40 px) within a working image of at most
+    `HOG_MAX_PIXELS` (2 MP, a bound on its cost).
 ``mmod``
     dlib's CNN (max-margin object detection) face detector, whose weights ship in
     ``face_recognition_models``; more robust to pose and blur, and ~30x slower on a CPU,
-    so it runs on a copy shrunk to at most 400 px (small faces in large images are lost).
+    so it runs on a working image of `MMOD_MAX_PIXELS` (400 x 300: larger images are
+    shrunk, and their small faces lost; smaller ones upsampled, at most 2x).
 ``haar``
     OpenCV's Viola-Jones cascades shipped in ``opencv-python-headless``: the frontal
     cascade plus the profile cascade on the image and on its mirror (profiles facing
@@ -66,6 +68,8 @@ __all__ = [
     "calibrate_box",
     "uncalibrate_box",
     "CALIBRATION_FILE",
+    "HOG_MAX_PIXELS",
+    "MMOD_MAX_PIXELS",
     "scan_detections",
     "cascade_of",
     "CASCADE",
@@ -77,6 +81,10 @@ DETECTOR_NAMES = ("hog", "mmod", "haar", "cascade")
 DEFAULT_DETECTOR = "cascade"
 #: The calibrations, one per detector name (see :func:`calibrate_box`).
 CALIBRATION_FILE = Path(__file__).with_name("detector_calibration.json")
+#: Largest working image (pixels) of the ``hog`` detector: a bound on its cost.
+HOG_MAX_PIXELS = 2_000_000
+#: Largest working image (pixels) of the ``mmod`` detector (400 x 300).
+MMOD_MAX_PIXELS = 120_000
 
 
 # ======================================================================================
@@ -223,24 +231,32 @@ class FaceDetector:
     max_side : `int` or `None`
         Images whose long side is larger are shrunk to it before detection (speed;
         faces much smaller than the detector's window are then missed).
-    small_side : `int`
-        Images whose long side is smaller are upsampled 2x (small faces).
+    small_side : `float`
+        Images whose long side is smaller are upsampled 2x (small faces); ``inf``
+        upsamples every image (then bounded by ``max_side`` and ``max_pixels``), ``0``
+        none.
+    max_pixels : `int` or `None`
+        The working image has at most this many pixels (a bound on the cost, which
+        grows with the area): larger ones are shrunk to it, upsampling stops at it.
     """
 
     name = "detector"
     channels = "rgb"
 
-    def __init__(self, max_side=None, small_side=400):
+    def __init__(self, max_side=None, small_side=400, max_pixels=None):
         self.max_side = max_side
         self.small_side = small_side
+        self.max_pixels = max_pixels
 
     def _scale(self, h, w):
+        """The factor from the image to the detector's working image."""
         long = max(h, w)
-        if long < self.small_side:
-            return 2.0
-        if self.max_side is not None and long > self.max_side:
-            return self.max_side / long
-        return 1.0
+        s = 2.0 if long < self.small_side else 1.0
+        if self.max_side is not None and long * s > self.max_side:
+            s = self.max_side / long
+        if self.max_pixels is not None and h * w * s * s > self.max_pixels:
+            s = float(np.sqrt(self.max_pixels / float(h * w)))
+        return s
 
     def __call__(self, image):
         """Faces in ``image``, best score first (``[]`` when there is none)."""
@@ -269,7 +285,7 @@ class FaceDetector:
     def __str__(self):
         return (
             f"{self.name} face detector (max side {self.max_side}, small side "
-            f"{self.small_side})"
+            f"{self.small_side}, max pixels {self.max_pixels})"
         )
 
 
@@ -286,6 +302,11 @@ def _dlib():
 class DlibHOGDetector(FaceDetector):
     """dlib's HOG frontal face detector (5 HOG filters: frontal, left/right turned).
 
+    Its window is 80 px, so by default every image is upsampled 2x (dlib's one
+    pyramid-up level: faces down to ~40 px) within a working image of at most
+    `HOG_MAX_PIXELS` (about 0.5 s on one core): a 640 x 480 image is searched at
+    1280 x 960, a 12 MP photo at ~0.4x (faces down to ~200 px there).
+    ``max_pixels=None`` means `HOG_MAX_PIXELS` (``inf``: no bound).
     ``threshold`` is dlib's ``adjust_threshold`` (lower finds more, with more false
     positives). Faces found by the two turned-face filters are reported as
     ``hog-side`` and ``hog-side-mirrored`` (the other way): their boxes sit
@@ -295,10 +316,21 @@ class DlibHOGDetector(FaceDetector):
     name = "hog"
     _names = {1: "hog-side", 2: "hog-side-mirrored"}
 
-    def __init__(self, max_side=800, small_side=400, threshold=0.0):
-        super().__init__(max_side, small_side)
+    def __init__(
+        self,
+        max_side=None,
+        small_side=float("inf"),
+        threshold=0.0,
+        max_pixels=None,
+    ):
+        if max_pixels is None:
+            max_pixels = HOG_MAX_PIXELS
+        super().__init__(max_side, small_side, max_pixels)
         self.threshold = threshold
         self._net = None
+
+    def __str__(self):
+        return f"{super().__str__()[:-1]}, threshold {self.threshold})"
 
     def _detect(self, a):
         if self._net is None:
@@ -336,23 +368,53 @@ class DlibMMODDetector(FaceDetector):
     """dlib's CNN (MMOD) face detector, weights from ``face_recognition_models``.
 
     Its smallest face is ~80 px in the working image; it costs ~1.5 s per 400 x 300
-    image on one idle CPU core, hence the default ``max_side`` of 400 and upsampling
-    only images under 160 px.
+    image on one idle CPU core, hence a working image of at most `MMOD_MAX_PIXELS`
+    (400 x 300): larger images are shrunk to it, smaller ones upsampled up to it (at
+    most 2x; a 192 px crop is searched at 346 px). ``max_pixels=None`` means
+    `MMOD_MAX_PIXELS` (``inf``: no bound).
+
+    The network is not mirror-symmetric: with ``mirror`` (the default), an image where
+    it finds nothing is searched once more mirrored (a second ~1.5 s only there), and
+    those faces are reported as ``mmod-mirrored`` (the ``mmod`` calibration, mirrored).
+    On 60 re-renders of training people at 45-90 deg of yaw this raised recall from
+    83 % to 87 % (64 % to 73 % beyond 75 deg) with no added false positives.
     """
 
     name = "mmod"
 
-    def __init__(self, max_side=400, small_side=160):
-        super().__init__(max_side, small_side)
+    def __init__(
+        self, max_side=None, small_side=float("inf"), max_pixels=None, mirror=True
+    ):
+        if max_pixels is None:
+            max_pixels = MMOD_MAX_PIXELS
+        super().__init__(max_side, small_side, max_pixels)
+        self.mirror = mirror
         self._net = None
+
+    def __str__(self):
+        return f"{super().__str__()[:-1]}, mirror {self.mirror})"
 
     def _detect(self, a):
         if self._net is None:
             path = _face_recognition_model("mmod_human_face_detector.dat")
             self._net = _dlib().cnn_face_detection_model_v1(str(path))
-        found = self._net(a, 0)
-        return [
+        rows = [
             (d.rect.top(), d.rect.left(), d.rect.bottom(), d.rect.right(), d.confidence)
+            for d in self._net(a, 0)
+        ]
+        if rows or not self.mirror:
+            return rows
+        x = a.shape[1] - 1  # dlib's right() is inclusive: column c <-> x - c
+        found = self._net(np.ascontiguousarray(a[:, ::-1]), 0)
+        return [
+            (
+                d.rect.top(),
+                x - d.rect.right(),
+                d.rect.bottom(),
+                x - d.rect.left(),
+                d.confidence,
+                "mmod-mirrored",
+            )
             for d in found
         ]
 
@@ -410,6 +472,12 @@ class HaarDetector(FaceDetector):
         return [
             (r, float(w)) for r, w in zip(np.reshape(rects, (-1, 4)), np.ravel(weights))
         ]
+
+    def __str__(self):
+        return (
+            f"{super().__str__()[:-1]}, min size {self.min_size}, neighbours "
+            f"{self.neighbours}, profile {self.profile})"
+        )
 
     def _detect(self, g):
         if self._cascades is None:
@@ -730,7 +798,9 @@ def scan_detections(items, names=("hog", "mmod", "haar"), cache=None, progress=T
         :func:`cascade_of`).
     cache : `str` or `Path`, optional
         A JSON-lines file: results already there are reused, new ones appended one line
-        at a time (an interrupted run loses at most the image it was on).
+        at a time (an interrupted run loses at most the image it was on). Each line
+        records its detector's settings (``str(detector)``); lines made with other
+        settings are ignored, so changing a detector re-runs it.
     progress : `bool`
         Show a tqdm bar.
 
@@ -742,6 +812,7 @@ def scan_detections(items, names=("hog", "mmod", "haar"), cache=None, progress=T
     import time
 
     done = {}
+    config = {n: str(get_detector(n)) for n in names}
     if cache is not None and Path(cache).is_file():
         with open(cache) as f:
             for line in f:
@@ -749,6 +820,8 @@ def scan_detections(items, names=("hog", "mmod", "haar"), cache=None, progress=T
                     r = json.loads(line)
                 except ValueError:
                     continue  # a line cut by an interrupted run
+                if r.get("config") != config.get(r.get("detector")):
+                    continue  # another detector, or made with other settings
                 dets = [
                     Detection(_box(*row[:4]), float(row[4]), row[5])
                     for row in r["found"]
@@ -780,10 +853,8 @@ def scan_detections(items, names=("hog", "mmod", "haar"), cache=None, progress=T
                         + [d.score, d.detector]
                         for d in dets
                     ]
-                    out_f.write(
-                        json.dumps({"key": key, "detector": n, "ms": ms, "found": rows})
-                        + "\n"
-                    )
+                    rec = {"key": key, "detector": n, "config": config[n], "ms": ms}
+                    out_f.write(json.dumps({**rec, "found": rows}) + "\n")
                     out_f.flush()
     finally:
         if out_f is not None:
