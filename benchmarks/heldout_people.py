@@ -106,7 +106,11 @@ def held_out_sets(data, per_person=5, limit=None, large_pose=40):
     return {k: v[:limit] if limit else v for k, v in sets.items()}
 
 
-def build_fitters(mdm_specs=("mdm-face",), densereg_specs=("densereg-face",)):
+def build_fitters(
+    mdm_specs=("mdm-face",),
+    densereg_specs=("densereg-face",),
+    decafa_specs=("decafa-face",),
+):
     """``{name: fitter}``; every fitter gets the same (calibrated detector) box.
 
     With several MDM refiners, the chains are named ``+MDM[<spec>]``.
@@ -116,7 +120,7 @@ def build_fitters(mdm_specs=("mdm-face",), densereg_specs=("densereg-face",)):
     from menpo_densereg.fitting.registry import load_fitter
 
     denseregs = {str(d): load_fitter(str(d)) for d in densereg_specs}
-    decafa = load_fitter("decafa-face")
+    decafas = {str(d): load_fitter(str(d)) for d in decafa_specs}
     mdms = {str(m): load_fitter(str(m)) for m in mdm_specs}
 
     def tag(m):
@@ -134,7 +138,14 @@ def build_fitters(mdm_specs=("mdm-face",), densereg_specs=("densereg-face",)):
         )
         for d, f in denseregs.items()
     ]
-    for name, ini in inits + [("decafa-face", decafa)]:
+    inits += [
+        (
+            "decafa-face" if len(decafas) == 1 else f"decafa-face[{Path(d).name}]",
+            f,
+        )
+        for d, f in decafas.items()
+    ]
+    for name, ini in inits:
         out[name] = ini
         for m, mdm in mdms.items():
             out[name + tag(m)] = InitialisedFitter(ini, mdm)
@@ -244,6 +255,15 @@ def main(argv=None):
         default=None,
         help="DenseReg initialiser (name or folder; repeat to compare candidates)",
     )
+    ap.add_argument(
+        "--decafa",
+        action="append",
+        default=None,
+        help="DeCaFA initialiser (name or folder; repeat to compare candidates)",
+    )
+    ap.add_argument(
+        "--no-aam", action="store_true", help="leave densereg-aam-face out (slow)"
+    )
     ap.add_argument("--out", default=str(REPO / "out" / "heldout_people"))
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument(
@@ -259,7 +279,10 @@ def main(argv=None):
     mdms = args.mdm or ["mdm-face"]
     denseregs = args.densereg or ["densereg-face"]
     print({k: len(v) for k, v in sets.items()}, "images; MDM:", mdms, denseregs)
-    records = run(sets, build_fitters(mdms, denseregs), detector=args.detector)
+    fitters = build_fitters(mdms, denseregs, args.decafa or ["decafa-face"])
+    if args.no_aam:
+        fitters.pop("densereg-aam-face")
+    records = run(sets, fitters, detector=args.detector)
     text = table(records)
     print(text)
     out = Path(args.out)

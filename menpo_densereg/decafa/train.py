@@ -10,8 +10,10 @@ A recipe (TOML) has
   (augmented copies per image), ``alternate`` (one source per batch, in turn),
   ``[data.augment]`` (:class:`~menpo_densereg.decafa.dataset.AugmentConfig` fields)
   and ``[[data.sources]]``: each with ``name`` and either ``folders`` (annotated image
-  folders under ``root``) or ``synthetic`` (the data engine's shards; ``optional = true``
-  skips a missing one); ``exclude`` (file stems), ``exclude_slice = [a, b]`` (positions
+  folders under ``root``; ``"offset68:FOLDER"``, ``"consensus68:FOLDER"`` and
+  ``"pseudo68:FOLDER"`` read a large 68-point pool as the DenseReg recipes do, training
+  side of the person split only) or ``synthetic`` (the data engine's shards;
+  ``optional = true`` skips a missing one); ``exclude`` (file stems), ``exclude_slice = [a, b]`` (positions
   in the sorted file list) hold images out; ``turns`` = batches per round-robin turn;
 - ``[[validation]]``: held-out sets with ``name``, ``folders`` and ``only`` (stems) or
   ``slice = [a, b]``; the validation reports the NME of every markup each set carries,
@@ -42,6 +44,7 @@ from menpo_densereg.decafa.dataset import (
     AugmentConfig,
     LandmarkDataset,
     MixedLandmarkDataset,
+    _record_from_image,
     load_landmark_folder,
     open_synthetic,
     to_grey,
@@ -87,8 +90,40 @@ def resolve_data_root(root, recipe_path=None):
 
 def model_config_from_recipe(recipe):
     """The :class:`DecafaConfig` of a recipe's ``[model]`` table."""
-    model = {k: v for k, v in recipe.get("model", {}).items() if k != "weights"}
+    model = {
+        k: v
+        for k, v in recipe.get("model", {}).items()
+        if k not in ("weights", "init_weights")
+    }
     return DecafaConfig.from_dict(model)
+
+
+def _init_weights(recipe, fitter_dir, config):
+    """The network to fine-tune from: ``[model] init_weights`` (a DeCaFA model file,
+    relative to the recipe's folder, read before the run writes), or `None`.
+
+    Raises
+    ------
+    ValueError
+        The file is missing or was trained with another configuration.
+    """
+    name = recipe.get("model", {}).get("init_weights")
+    if not name:
+        return None
+    from menpo_densereg.decafa.initialiser import load_decafa
+
+    base = Path(recipe.get("_path", Path(fitter_dir) / "recipe.toml")).parent
+    path = Path(name) if Path(name).is_absolute() else base / name
+    if not path.is_file():
+        raise ValueError(f"[model] init_weights: {path} not found")
+    net, _ = load_decafa(path)
+    if net.config.to_dict() != config.to_dict():
+        raise ValueError(
+            f"[model] init_weights: {path} has another configuration "
+            f"({net.config}) than the recipe's ({config})"
+        )
+    print(f"[decafa] fine-tuning from {path}")
+    return net
 
 
 def _select(records, exclude=(), exclude_slice=None, only=None, slice_=None):
@@ -108,12 +143,44 @@ def _select(records, exclude=(), exclude_slice=None, only=None, slice_=None):
     return [records[i] for i in idx if stem(records[i]) not in exclude]
 
 
+_LABELLED_POOLS = ("offset68:", "consensus68:", "pseudo68:")
+
+
+def _pool_records(spec, root, folder, size):
+    """Records of a large 68-point pool: ``offset68:`` / ``consensus68:`` /
+    ``pseudo68:`` folders, read as the DenseReg recipes read them
+    (:func:`menpo_densereg.densereg.train.load_image_folders`; the spec's keys
+    ``offset68_every``, ``offset68_samples``, ``consensus_labels``,
+    ``consensus_max_nme`` and ``max_faces`` apply)."""
+    from menpo_densereg.densereg.train import load_image_folders
+
+    images = load_image_folders(
+        root, [folder], consensus_max_faces=spec.get("max_faces"), data=spec
+    )
+    records = []
+    for image in images:
+        group = image.landmarks.group_labels[0]
+        records.append(
+            _record_from_image(
+                image,
+                image.landmarks[group],
+                group,
+                size,
+                source=str(getattr(image, "path", folder)),
+            )
+        )
+    return records
+
+
 def _records(spec, root, size, what):
     folders = spec.get("folders") or ([spec["folder"]] if "folder" in spec else [])
     if not folders:
         raise ValueError(f"{what}: needs 'folders' (or 'synthetic')")
     records = []
     for f in folders:
+        if str(f).startswith(_LABELLED_POOLS):
+            records += _pool_records(spec, root, str(f), size)
+            continue
         records += load_landmark_folder(root / f, size=size)
     sl, xs = spec.get("slice"), spec.get("exclude_slice")
     records = _select(
@@ -295,7 +362,8 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     )
     if getattr(args, "progress", None) is not None:
         tconf.progress = args.progress
-    net = build_decafa(config)
+    net = _init_weights(recipe, fitter_dir, config) or build_decafa(config)
+    net.train()
     dataset, turns = build_sources(recipe, config, seed=tconf.seed)
     data = recipe.get("data", {})
     sampler = None

@@ -506,6 +506,9 @@ def train_from_recipe(recipe, fitter_dir, args):
     dataset, train_images = build_train_dataset(
         recipe, config, seed, cache_dir=data_cache
     )
+    # only the paths are kept: thousands of decoded photographs would stay in memory
+    # for the whole run (the samples are rendered)
+    train_images = [str(getattr(im, "path", "?")) for im in train_images]
     data = recipe.get("data", {})
     root = _resolve(data.get("root", "../shared/data"))
     val_images = load_image_folders(root, data.get("validation", []))
@@ -535,7 +538,7 @@ def train_from_recipe(recipe, fitter_dir, args):
         "steps": history["steps"],
         "train_seconds": round(history["seconds"], 1),
         "device": history["device"],
-        "train_images": [str(getattr(im, "path", "?")) for im in train_images],
+        "train_images": train_images,
         "validation_images": [str(getattr(im, "path", "?")) for im in val_images],
         "samples_per_epoch": len(dataset),
         "final_train": history["train"][-1] if history["train"] else {},
