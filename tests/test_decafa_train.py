@@ -101,3 +101,28 @@ def test_sources_alternate_and_missing_data_is_reported(tmp_path):
         build_sources(recipe, config)
     with pytest.raises(FileNotFoundError, match="not found"):
         resolve_data_root(tmp_path / "nowhere")
+
+
+def test_fine_tuning_starts_from_init_weights_and_checks_them(tmp_path):
+    import torch
+
+    from menpo_densereg.decafa.initialiser import save_decafa
+    from menpo_densereg.decafa.network import build_decafa
+    from menpo_densereg.decafa.train import _init_weights
+
+    recipe = _recipe(tmp_path)
+    config = model_config_from_recipe(recipe)
+    assert _init_weights(recipe, tmp_path, config) is None
+    recipe["model"]["init_weights"] = "start.safetensors"
+    with pytest.raises(ValueError, match="start.safetensors.*not found"):
+        _init_weights(recipe, tmp_path, config)
+    torch.manual_seed(3)
+    start = build_decafa(config)
+    save_decafa(tmp_path / "start.safetensors", start)
+    assert model_config_from_recipe(recipe) == config  # init_weights is no field
+    net = _init_weights(recipe, tmp_path, config)
+    for k, v in start.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+    other = dict(recipe, model=dict(recipe["model"], width=0.125))
+    with pytest.raises(ValueError, match="another configuration"):
+        _init_weights(other, tmp_path, model_config_from_recipe(other))
