@@ -235,11 +235,14 @@ def test_cascade_asks_the_robust_detector_below_the_score():
 def test_cascade_of_matches_the_detector():
     hog = [D.Detection(bounding_box((0.0, 0.0), (9.0, 9.0)), 0.2, "hog")]
     mmod = [D.Detection(bounding_box((50.0, 50.0), (90.0, 90.0)), 1.0, "mmod")]
-    out, ms = D.cascade_of({"hog": (hog, 1.0), "mmod": (mmod, 10.0), "haar": ([], 5.0)})
-    assert [d.detector for d in out] == ["mmod", "hog"] and ms == 11.0
+    crop = {D.CASCADE_CHECK: ([], 0.5)} if D.CASCADE_CHECK else {}
+    per = {"hog": (hog, 1.0), "mmod": (mmod, 10.0), "haar": ([], 5.0), **crop}
+    out, ms = D.cascade_of(per)
+    assert [d.detector for d in out] == ["mmod", "hog"]
+    assert ms == 11.0 + (0.5 if crop else 0.0)
     hog[0] = D.Detection(hog[0].box, 0.9, "hog")
-    out, ms = D.cascade_of({"hog": (hog, 1.0), "mmod": (mmod, 10.0), "haar": ([], 5.0)})
-    assert [d.detector for d in out] == ["hog"] and ms == 1.0
+    out, ms = D.cascade_of({**per, "hog": (hog, 1.0)})
+    assert [d.detector for d in out] == ["hog"] and ms == 1.0 + (0.5 if crop else 0.0)
 
 
 class _Echo:
@@ -421,3 +424,156 @@ def test_mmod_looks_at_the_mirror_when_it_finds_nothing():
     det._net = _MarkerNet()
     px[:, 0, 0] = 0.0
     assert det(Image(px, copy=False)) == [] and det._net.calls == 1
+
+
+# --------------------------------------------------------------------------------------
+# weak HOG candidates re-checked on a crop (CandidateCheck)
+
+
+class _CropVerifier:
+    """A fake MMOD: records the crops it sees and returns fixed (crop-pixel) rows."""
+
+    def __init__(self, rows):
+        self.rows, self.shapes = rows, []
+
+    def __call__(self, image):
+        self.shapes.append(image.shape)
+        return [
+            D.Detection(bounding_box((t, l), (b, r)), s, "mmod")
+            for t, l, b, r, s in self.rows
+        ]
+
+
+def _det(t, l, b, r, score, name="hog"):
+    return D.Detection(
+        bounding_box((float(t), float(l)), (float(b), float(r))), score, name
+    )
+
+
+def test_candidate_check_known_box_in_known_box_out():
+    # candidate 40 px at (50, 50); margin 1 -> an 80 px crop from (30, 30), resized 2x
+    # so the candidate is 80 px: a verifier box (40, 40)-(120, 120) in the crop is
+    # (50, 50)-(90, 90) in the image
+    image = Image(np.zeros((1, 200, 200), np.float32))
+    fake = _CropVerifier([(40.0, 40.0, 120.0, 120.0, 1.02)])
+    check = D.CandidateCheck(fake, -0.6, margin=1.0, face_px=80, min_side=0)
+    found = check(image, [_det(50, 50, 90, 90, -0.5)])
+    assert fake.shapes == [(160, 160)]
+    assert [(d.detector, d.score) for d in found] == [("mmod-crop", 1.02)]
+    np.testing.assert_allclose(_corners(found[0].box), [50, 50, 90, 90], atol=1e-6)
+    # the mmod-crop box takes the mmod calibration
+    np.testing.assert_allclose(
+        _corners(found[0].calibrated()),
+        _corners(D.calibrate_box(found[0].box, "mmod")),
+    )
+
+
+def test_candidate_check_no_candidate_adds_nothing():
+    image = Image(np.zeros((1, 200, 200), np.float32))
+    fake = _CropVerifier([(40.0, 40.0, 120.0, 120.0, 1.0)])
+    check = D.CandidateCheck(fake, min_score=-0.6, min_side=0)
+    assert check(image, []) == [] and fake.shapes == []
+    # too weak, or overlapping a face already found: not checked
+    assert check(image, [_det(50, 50, 90, 90, -0.7)]) == []
+    face = _det(48, 48, 92, 92, 1.0)
+    assert check(image, [_det(50, 50, 90, 90, -0.2)], [face]) == []
+    # smaller than min_side (default 50 px): not checked
+    assert D.CandidateCheck(fake, -0.6)(image, [_det(50, 50, 90, 90, -0.2)]) == []
+    assert fake.shapes == []
+
+
+def test_candidate_check_rejects_what_the_verifier_does_not_confirm():
+    image = Image(np.zeros((1, 200, 200), np.float32))
+    # the verifier finds nothing, or a face beside the candidate (IoU 0 with it)
+    for rows in ([], [(0.0, 0.0, 30.0, 30.0, 1.0)]):
+        fake = _CropVerifier(rows)
+        check = D.CandidateCheck(fake, -0.6, margin=1.0, face_px=80, min_side=0)
+        assert check(image, [_det(50, 50, 90, 90, -0.5)]) == []
+        assert len(fake.shapes) == 1
+
+
+def test_candidate_check_searches_at_most_max_candidates_crops():
+    image = Image(np.zeros((1, 400, 400), np.float32))
+    cands = [_det(10 + 90 * i, 10, 50 + 90 * i, 50, -0.1 * (i + 1)) for i in range(4)]
+    fake = _CropVerifier([])
+    D.CandidateCheck(fake, -1.0, max_candidates=2, min_side=0)(image, cands)
+    assert len(fake.shapes) == 2
+    # two candidates on one face: the second is skipped once the first is confirmed
+    fake = _CropVerifier([(40.0, 40.0, 120.0, 120.0, 1.0)])
+    twin = [_det(50, 50, 90, 90, -0.3), _det(52, 50, 92, 90, -0.4)]
+    found = D.CandidateCheck(fake, -1.0, max_candidates=3, min_side=0)(image, twin)
+    assert len(found) == 1 and len(fake.shapes) == 1
+
+
+class _FakeHOG(D.DlibHOGDetector):
+    """dlib's HOG replaced by fixed rows (working-image pixels) honouring the threshold."""
+
+    def __init__(self, rows):
+        super().__init__(small_side=0)
+        self.rows, self.thresholds = rows, []
+
+    def _detect(self, a, threshold=None):
+        thr = self.threshold if threshold is None else threshold
+        self.thresholds.append(thr)
+        return [r for r in self.rows if r[4] >= thr]
+
+
+def test_hog_with_candidates_splits_one_pass():
+    image = Image(np.zeros((1, 300, 300), np.float32))
+    hog = _FakeHOG([(10, 10, 90, 90, 1.2, "hog"), (150, 150, 230, 230, -0.4, "hog")])
+    faces, weak = hog.with_candidates(image, -0.6)
+    assert hog.thresholds == [-0.6]
+    assert [d.score for d in faces] == [1.2] and [d.score for d in weak] == [-0.4]
+    assert [d.score for d in hog(image)] == [1.2]
+
+
+def test_cascade_adds_a_confirmed_weak_candidate_where_hog_is_sure():
+    image = Image(np.zeros((1, 300, 300), np.float32))
+    hog = _FakeHOG([(10, 10, 90, 90, 1.2, "hog"), (150, 150, 190, 190, -0.5, "hog")])
+    slow = _Fixed("mmod", [(0, 0, 5, 5, 3.0)])
+    # candidate (150, 150)-(190, 190): crop from (130, 130), 2x
+    fake = _CropVerifier([(40.0, 40.0, 120.0, 120.0, 1.0)])
+    check = D.CandidateCheck(fake, -0.6, margin=1.0, face_px=80, min_side=0)
+    cascade = D.CascadeDetector([hog, slow], {"hog": 0.5}, check)
+    found = cascade(image)
+    assert slow.calls == 0 and hog.thresholds == [-0.6]
+    assert [d.detector for d in found] == ["hog", "mmod-crop"]
+    np.testing.assert_allclose(_corners(found[1].box), [150, 150, 190, 190], atol=1e-6)
+    # no weak candidate: nothing added, the verifier never runs
+    hog = _FakeHOG([(10, 10, 90, 90, 1.2, "hog")])
+    fake = _CropVerifier([(40.0, 40.0, 120.0, 120.0, 1.0)])
+    check = D.CandidateCheck(fake, min_score=-0.6, min_side=0)
+    found = D.CascadeDetector([hog, slow], {"hog": 0.5}, check)(image)
+    assert [d.detector for d in found] == ["hog"] and fake.shapes == []
+
+
+def test_cascade_of_adds_the_check_like_the_detector():
+    if not D.CASCADE_CHECK:
+        pytest.skip("the cascade has no candidate check")
+    hog = [_det(0, 0, 40, 40, 0.9)]
+    near = _det(1, 1, 41, 41, 1.0, "mmod-crop")  # overlaps the hog face: dropped
+    far = _det(100, 100, 140, 140, 1.0, "mmod-crop")
+    per = {"hog": (hog, 1.0), "mmod": ([], 9.0), "haar": ([], 5.0)}
+    out, ms = D.cascade_of({**per, D.CASCADE_CHECK: ([near, far], 2.0)})
+    assert [d.detector for d in out] == ["hog", "mmod-crop"] and ms == 3.0
+    assert out[1] is far
+    out, _ = D.cascade_of({**per, D.CASCADE_CHECK: ([], 0.0)})
+    assert [d.detector for d in out] == ["hog"]
+
+
+@needs_dlib
+def test_candidate_check_confirms_takeo_with_mmod(takeo):
+    import importlib.util
+
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face_recognition_models (peers extra) absent")
+    hog = D.get_detector("hog")(takeo)[0]
+    weak = D.Detection(hog.box, -0.3, "hog")
+    found = D.CandidateCheck(min_score=-0.6)(takeo, [weak])
+    assert len(found) == 1 and found[0].detector == "mmod-crop"
+    gt = takeo.landmarks["PTS"].bounding_box()
+    assert box_iou(found[0].calibrated(), gt) > 0.6
+    # a candidate on the background is not confirmed
+    h, w = takeo.shape
+    corner = _det(0, 0, min(h, w) // 4, min(h, w) // 4, -0.3)
+    assert D.CandidateCheck(min_score=-0.6)(takeo, [corner]) == []
