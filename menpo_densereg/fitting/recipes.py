@@ -227,6 +227,13 @@ SCHEMA = {
         "held_out": _Spec("list_str"),
         "builtin_assets": _Spec("list_str"),
         "pseudo68": _Spec("list_str"),
+        "offset68": _Spec("list_str"),
+        "offset68_every": _i(1),
+        "offset68_samples": _i(1),
+        "consensus68": _Spec("list_str"),
+        "consensus_max_faces": _i(1),
+        "consensus_max_nme": _f(0.0),
+        "consensus_labels": _s(),
     },
     "fit": {
         "initialiser": _s(),

@@ -52,7 +52,7 @@ TRAINERS = {
     "densereg": "menpo_densereg.densereg.train",
     "decafa": "menpo_densereg.decafa.train",
     "mdm": "menpo_densereg.mdm.train",
-    "aam": "menpo_densereg.aam.fitter",
+    "aam": "menpo_densereg.aam.train",
     "densereg_ear": "menpo_densereg.densereg.ear",
 }
 
