@@ -213,3 +213,16 @@ def test_train_from_recipe_and_load(tmp_path):
     (tmp_path / "bad" / "recipe.toml").write_text('[fitter]\nkind = "aam"\n')
     with pytest.raises(WeightsError, match="menpo-densereg train"):
         from_fitter_dir(tmp_path / "bad")
+
+
+def test_train_from_recipe_refuses_68_point_pools_for_another_markup(tmp_path):
+    from menpo_densereg.aam.train import train_from_recipe
+
+    recipe = {
+        "_path": str(tmp_path / "recipe.toml"),
+        "fitter": {"kind": "aam", "name": "ear-aam"},
+        "aam": {"markup": "ear55", "train": [], "offset68": ["ytf68"]},
+    }
+    with pytest.raises(ValueError, match="offset68 / consensus68 need 68-point data"):
+        train_from_recipe(recipe, tmp_path)
+    assert not (tmp_path / "aam.safetensors").exists()
