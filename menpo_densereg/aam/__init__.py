@@ -4,5 +4,7 @@
 histogram); :mod:`.build` builds a menpofit ``PatchAAM`` from annotated images, stores
 it in a safe format (safetensors + JSON, no pickle) and caches it; :mod:`.fitter` fits
 it with menpofit's Lucas–Kanade ``LucasKanadeAAMFitter`` from a box or from a shape given
-by an initialiser. The training faces come from :mod:`menpo_densereg.data.annotated`.
+by an initialiser; :mod:`.train` builds a recipe's AAM (``menpo-densereg train``). The
+training faces come from :mod:`menpo_densereg.data.annotated` and the large pools of
+:mod:`menpo_densereg.data.pseudolabels`.
 """
