@@ -153,24 +153,11 @@ def build_fitters(
     return out
 
 
-def detector_box(image, tight, detector="cascade", min_iou=0.3):
-    """``(calibrated box, detector name)`` of the detection that overlaps ``tight``
-    best (IoU >= ``min_iou``), or ``(tight, "gt")`` when none does."""
-    from menpo_densereg.data.detectors import box_iou, detect
-
-    found = [(box_iou(b, tight), b, d) for b, d in detect(image, detector)]
-    found = [f for f in found if f[0] >= min_iou]
-    if not found:
-        return tight, "gt"
-    _, box, d = max(found, key=lambda f: f[0])
-    return box, str(getattr(d, "detector", detector))
-
-
 def run(sets, fitters, progress=True, detector="cascade"):
     """Per-image records: set, image, boxes, box source, method, nme, start nme."""
     from tqdm.auto import tqdm
 
-    from menpo_densereg.data.boxes import box_from_landmarks
+    from menpo_densereg.data.boxes import box_from_landmarks, detector_box
     from menpo_densereg.evaluation.metrics import nme
 
     records = []
@@ -182,7 +169,7 @@ def run(sets, fitters, progress=True, detector="cascade"):
             tight = box_from_landmarks(gt)
             protocols = {
                 "gt": (tight, "gt"),
-                "detector": detector_box(im, tight, detector),
+                "detector": detector_box(im, gt, detector=detector),
             }
             for proto, (box, src) in protocols.items():
                 for name, fitter in fitters.items():

@@ -38,3 +38,10 @@ def test_cached_versions_pick_the_largest_cache_of_these_labellers(tmp_path):
 def test_consensus_sources_rejects_unknown_choice():
     with pytest.raises(ValueError, match="consensus_labels"):
         consensus_sources("/x/pool", DEFAULT_LABELLERS, which="latest")
+
+
+def test_pool_images_rejects_unknown_kind(tmp_path):
+    from menpo_densereg.fitting.labellers import pool_images
+
+    with pytest.raises(ValueError, match="pool kind 'pseudo68'"):
+        pool_images("pseudo68", tmp_path)

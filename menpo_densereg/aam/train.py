@@ -14,13 +14,13 @@ and DenseReg recipes, read by the same helpers (not mirrored):
   ``consensus_max_faces`` per pool, ``consensus_labels = "cached" | "current"``,
   :func:`menpo_densereg.fitting.labellers.consensus_sources`),
 
+both read by :func:`menpo_densereg.fitting.labellers.pool_images`,
+
 plus any :data:`menpo_densereg.aam.build.AAM_DEFAULTS` key.
 """
 
 import time
 from pathlib import Path
-
-import numpy as np
 
 from menpo_densereg.aam.build import build_patch_aam, save_aam
 from menpo_densereg.data.annotated import (
@@ -30,7 +30,7 @@ from menpo_densereg.data.annotated import (
 )
 from menpo_densereg.data.markups import get_markup
 
-__all__ = ["train_from_recipe", "pool_images"]
+__all__ = ["train_from_recipe"]
 
 _POOL_KEYS = (
     "offset68",
@@ -40,72 +40,8 @@ _POOL_KEYS = (
     "consensus_max_faces",
     "consensus_max_nme",
     "consensus_labels",
+    "consensus_label_missing",
 )
-
-
-def pool_images(pools, resolve):
-    """68-point images (group ``"PTS"``) of a recipe's ``offset68`` / ``consensus68``.
-
-    Parameters
-    ----------
-    pools : `dict` of the recipe's pool keys (see the module docstring)
-    resolve : callable mapping a list of folder strings to paths
-
-    Returns
-    -------
-    images : `list` of menpo images (grey ones made RGB), each with ``path``
-    """
-    from menpo.image import Image
-
-    from menpo_densereg.data.pseudolabels import (
-        consensus_images,
-        offset_convention_images,
-    )
-    from menpo_densereg.data.splits import split_files
-
-    images = []
-    for folder in resolve(pools.get("offset68", [])):
-        found, offset = offset_convention_images(
-            folder,
-            every=pools.get("offset68_every", 1),
-            n_samples=pools.get("offset68_samples", 300),
-        )
-        print(
-            f"{folder.name}: {len(found)} training frames moved to the 300-W "
-            f"convention (mean |offset| "
-            f"{100 * np.linalg.norm(offset, axis=1).mean():.1f} % IOD)"
-        )
-        images += found
-    consensus = resolve(pools.get("consensus68", []))
-    if consensus:
-        from menpo_densereg.fitting.labellers import consensus_sources
-    for folder in consensus:
-        labellers, versions, can_label = consensus_sources(
-            folder, which=pools.get("consensus_labels", "current")
-        )
-        found, summary = consensus_images(
-            folder,
-            labellers,
-            versions,
-            max_nme=pools.get("consensus_max_nme", 0.05),
-            files=split_files(folder)[0],
-            label_missing=can_label,
-            max_faces=pools.get("consensus_max_faces"),
-            progress=False,
-        )
-        print(
-            f"{folder.name}: {summary['n_returned']} of {summary['n_kept']} kept faces "
-            f"(labels by {versions})"
-        )
-        images += found
-    out = []
-    for im in images:
-        if im.n_channels == 1:
-            rgb = Image(np.repeat(im.pixels, 3, axis=0), copy=False)
-            rgb.landmarks["PTS"], rgb.path = im.landmarks["PTS"], im.path
-            im = rgb
-        out.append(im)
-    return out
 
 
 def train_from_recipe(recipe, fitter_dir, args=None):
@@ -137,7 +73,11 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     if markup == "ibug68" and not held_out:
         images = load_annotated_68(resolved, assets, mirror=mirror)
         images += pseudo_labelled_68(resolve(pseudo))
-        images += pool_images(pools, resolve)
+        from menpo_densereg.fitting.labellers import pool_images
+
+        for kind in ("offset68", "consensus68"):
+            for folder in resolve(pools.get(kind, [])):
+                images += pool_images(kind, folder, pools)[0]
     else:
         if assets or mirror or pseudo or pools:
             raise ValueError(

@@ -101,43 +101,12 @@ def load_image_folders(root, folders, consensus_max_faces=None, data=None):
         folder = _resolve(f[len(prefix) :], Path(root))
         if not folder.is_dir():
             raise ValueError(f"[data]: image folder {folder} not found")
-        pseudo = prefix == "pseudo68:"
-        if prefix == "consensus68:":
-            from menpo_densereg.data.pseudolabels import consensus_images
-            from menpo_densereg.data.splits import split_files
-            from menpo_densereg.fitting.labellers import consensus_sources
+        if prefix in ("consensus68:", "offset68:"):
+            from menpo_densereg.fitting.labellers import pool_images
 
-            labellers, versions, can_label = consensus_sources(
-                folder, which=data.get("consensus_labels", "current")
-            )
-            found, summary = consensus_images(
-                folder,
-                labellers,
-                versions,
-                max_nme=data.get("consensus_max_nme", 0.05),
-                files=split_files(folder)[0],
-                max_faces=consensus_max_faces,
-                label_missing=can_label,
-                progress=False,
-            )
-            print(
-                f"{folder.name}: {summary['n_returned']} of {summary['n_kept']} kept "
-                f"faces ({summary['n_labelled']} labelled; labels by {versions})"
-            )
-        elif prefix == "offset68:":
-            from menpo_densereg.data.pseudolabels import offset_convention_images
-
-            found, offset = offset_convention_images(
-                folder,
-                every=data.get("offset68_every", 1),
-                n_samples=data.get("offset68_samples", 300),
-            )
-            print(
-                f"{folder.name}: {len(found)} training frames moved to the 300-W "
-                f"convention (mean |offset| "
-                f"{100 * np.linalg.norm(offset, axis=1).mean():.1f} % IOD)"
-            )
-        elif pseudo:
+            options = dict(data, consensus_max_faces=consensus_max_faces)
+            found, _ = pool_images(prefix[:-1], folder, options)
+        elif prefix == "pseudo68:":
             from menpo_densereg.data.pseudolabels import cached_pseudo_labels
 
             found = cached_pseudo_labels(folder, progress=False)

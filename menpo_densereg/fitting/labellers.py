@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_LABELLERS",
     "cached_consensus_versions",
     "consensus_labellers",
+    "pool_images",
     "labeller_version",
     "load_labeller",
 ]
@@ -150,3 +151,82 @@ def consensus_sources(folder, names=DEFAULT_LABELLERS, which="current"):
         if cached is not None:
             return labellers, cached, False
     return labellers, versions, True
+
+
+def pool_images(kind, folder, options=None):
+    """The 68-point images of one large training pool, as every recipe reads them.
+
+    Parameters
+    ----------
+    kind : ``"offset68"`` or ``"consensus68"``
+        ``"offset68"``: a folder in a variant of the 300-W convention (``ytf68``),
+        training side of the person split, every ``offset68_every``-th frame, labels moved
+        to 300-W's (:func:`menpo_densereg.data.pseudolabels.offset_convention_images`,
+        offset measured on ``offset68_samples`` frames). ``"consensus68"``: an unlabelled
+        pool's consensus pseudo-labels, training side of the split, kept within
+        ``consensus_max_nme``, at most ``consensus_max_faces``, labels of
+        ``consensus_labels = "current" | "cached"`` labellers
+        (:func:`consensus_sources`; ``consensus_label_missing = false`` labels nothing).
+    folder : `Path`
+    options : `dict`, optional
+        A recipe table holding the keys above.
+
+    Returns
+    -------
+    images : `list` of menpo images (labels in group ``"PTS"``, grey ones made RGB)
+    summary : `dict` (``consensus68``: :func:`~menpo_densereg.data.pseudolabels.
+        consensus_images`' summary; ``offset68``: ``offset``)
+    """
+    import numpy as np
+    from menpo.image import Image
+
+    from menpo_densereg.data.pseudolabels import (
+        consensus_images,
+        offset_convention_images,
+    )
+    from menpo_densereg.data.splits import split_files
+
+    options = dict(options or {})
+    folder = Path(folder)
+    if kind == "offset68":
+        images, offset = offset_convention_images(
+            folder,
+            every=options.get("offset68_every", 1),
+            n_samples=options.get("offset68_samples", 300),
+        )
+        summary = {"offset": offset}
+        print(
+            f"{folder.name}: {len(images)} training frames moved to the 300-W "
+            f"convention (mean |offset| "
+            f"{100 * np.linalg.norm(offset, axis=1).mean():.1f} % IOD)"
+        )
+    elif kind == "consensus68":
+        labellers, versions, can_label = consensus_sources(
+            folder, which=options.get("consensus_labels", "current")
+        )
+        images, summary = consensus_images(
+            folder,
+            labellers,
+            versions,
+            max_nme=float(options.get("consensus_max_nme", 0.05)),
+            files=split_files(folder)[0],
+            label_missing=can_label
+            and bool(options.get("consensus_label_missing", True)),
+            max_faces=options.get("consensus_max_faces"),
+            progress=False,
+        )
+        print(
+            f"{folder.name}: {summary['n_returned']} of {summary['n_kept']} kept faces "
+            f"({summary['n_labelled']} labelled, agreeing within "
+            f"{100 * summary['max_nme']:g} % NME; labels by {versions})"
+        )
+    else:
+        raise ValueError(f"pool kind {kind!r}: expected 'offset68' or 'consensus68'")
+    out = []
+    for im in images:
+        if im.n_channels == 1:
+            rgb = Image(np.repeat(im.pixels, 3, axis=0), copy=False)
+            rgb.landmarks["PTS"], rgb.path = im.landmarks["PTS"], im.path
+            im = rgb
+        out.append(im)
+    return out, summary

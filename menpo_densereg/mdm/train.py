@@ -605,63 +605,19 @@ def _large_sources(data, base):
     ``consensus_label_missing = false`` only the images already in the cache; at most
     ``consensus_max_faces`` per pool, evenly spread). Neither is mirrored.
     """
-    from menpo.image import Image
-
-    from menpo_densereg.data.pseudolabels import (
-        consensus_images,
-        offset_convention_images,
-    )
-    from menpo_densereg.data.splits import split_files
+    from menpo_densereg.fitting.labellers import pool_images
 
     out = {}
-    for folder in (_resolve(f, base) for f in data.get("offset68", [])):
-        images, offset = offset_convention_images(
-            folder,
-            every=data.get("offset68_every", 1),
-            n_samples=data.get("offset68_samples", 300),
-        )
-        print(
-            f"{folder.name}: {len(images)} training frames, convention offset to dlib "
-            f"(mean |offset| {100 * np.linalg.norm(offset, axis=1).mean():.1f} % IOD)"
-        )
-        out[f"offset68:{folder.name}"] = images
-    max_nme = float(data.get("consensus_max_nme", 0.05))
-    pools = [_resolve(f, base) for f in data.get("consensus68", [])]
-    if pools:
-        from menpo_densereg.fitting.labellers import consensus_sources
-    for folder in pools:
-        labellers, versions, can_label = consensus_sources(
-            folder, which=data.get("consensus_labels", "current")
-        )
-        label_missing = can_label and bool(data.get("consensus_label_missing", True))
-        train, _ = split_files(folder)
-        images, summary = consensus_images(
-            folder,
-            labellers,
-            versions,
-            max_nme=max_nme,
-            files=train,
-            label_missing=label_missing,
-            max_faces=data.get("consensus_max_faces"),
-        )
-        if not images:
-            raise ValueError(
-                f"[data] consensus68 {folder}: no cached consensus labels for these "
-                f"labellers ({summary['cache']}); run benchmarks/consensus_pools.py "
-                "or set consensus_label_missing = true"
-            )
-        print(
-            f"{folder.name}: {summary['n_kept']} of {summary['n_labelled']} faces kept "
-            f"(labellers agree within {100 * max_nme:g} % NME; labels by {versions})"
-        )
-        grey = []
-        for im in images:
-            if im.n_channels == 1:
-                o = Image(np.repeat(im.pixels, 3, axis=0), copy=False)
-                o.landmarks["PTS"], o.path = im.landmarks["PTS"], im.path
-                im = o
-            grey.append(im)
-        out[f"consensus68:{folder.name}"] = grey
+    for kind in ("offset68", "consensus68"):
+        for folder in (_resolve(f, base) for f in data.get(kind, [])):
+            images, summary = pool_images(kind, folder, data)
+            if kind == "consensus68" and not images:
+                raise ValueError(
+                    f"[data] consensus68 {folder}: no cached consensus labels for "
+                    f"these labellers ({summary['cache']}); run "
+                    "benchmarks/consensus_pools.py or set consensus_label_missing = true"
+                )
+            out[f"{kind}:{folder.name}"] = images
     return out
 
 
