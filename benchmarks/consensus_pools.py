@@ -34,7 +34,13 @@ def main(argv=None):
     ap.add_argument("--pool", action="append", default=None)
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--max-nme", type=float, default=0.05)
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="label at most N training images per pool, evenly spread over the pool "
+        "(file names are sorted by age in UTK and by name in LFW)",
+    )
     ap.add_argument(
         "--cached-only",
         action="store_true",
@@ -47,7 +53,11 @@ def main(argv=None):
     for pool in args.pool or ["unlabelled_lfw", "unlabelled_utk"]:
         folder = Path(args.data).resolve() / pool
         train, held = split_files(folder)
-        kw = dict(files=train, limit=args.limit, label_missing=not args.cached_only)
+        files = list(train)
+        if args.limit and args.limit < len(files):
+            pick = np.linspace(0, len(files) - 1, args.limit).round().astype(int)
+            files = [files[i] for i in pick]
+        kw = dict(files=files, label_missing=not args.cached_only)
         kw.update(labellers=labellers, versions=versions)
         # every labelled face once (no threshold), then the counts at --max-nme
         faces, s = consensus_pseudo_labels(folder, max_nme=1e9, **kw)

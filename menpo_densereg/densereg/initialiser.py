@@ -343,9 +343,10 @@ class DenseRegInitialiser(Initialiser):
     def from_fitter_dir(cls, path, **overrides):
         """Load a fitter folder (``recipe.toml`` + weights).
 
-        The recipe's ``[readout]`` table may set ``markup``, ``pca``, ``n_components``
-        and ``radius``; ``[model] weights`` names the weights file (relative to the
-        folder; default ``weights.safetensors``). ``overrides`` win over the recipe.
+        The recipe's ``[readout]`` table may set ``markup``, ``pca``, ``n_components``,
+        ``radius`` and ``backend`` (``"auto"``, ``"numpy"`` or ``"torch"``, see
+        :meth:`from_weights`); ``[model] weights`` names the weights file (relative to
+        the folder; default ``weights.safetensors``). ``overrides`` win over the recipe.
         """
         from menpo_densereg.fitting.recipes import load_recipe
 
@@ -356,7 +357,7 @@ class DenseRegInitialiser(Initialiser):
             raise ValueError(f"{path}/recipe.toml: kind {kind!r} is not {KIND!r}")
         weights = path / recipe.get("model", {}).get("weights", "weights.safetensors")
         readout = dict(recipe.get("readout", {}))
-        keys = ("markup", "pca", "n_components", "radius", "threads")
+        keys = ("markup", "pca", "n_components", "radius", "threads", "backend")
         kwargs = {k: readout[k] for k in keys if k in readout}
         kwargs["name"] = recipe["fitter"].get("display_name") or recipe["fitter"].get(
             "name"

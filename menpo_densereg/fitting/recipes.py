@@ -159,6 +159,7 @@ SCHEMA = {
         "pca": _b(),
         "n_components": _i(1),
         "radius": _f(0.0, 1.0, lo_open=True),
+        "backend": _s("auto", "numpy", "torch"),
     },
     "inference": {"markup": _s(), "threads": _i(0)},
     "train": {

@@ -299,7 +299,12 @@ class MDMTrainingSet(torch.utils.data.Dataset):
         )[0]
         crop = self._photometric(crop, rng)
         to_crop = lambda p: (p - offset) / step  # noqa: E731
-        norm = self.markup.normalising_distance(gt) / step
+        norm = self.markup.normalising_distance(gt)
+        if self.markup.name == "ibug68":
+            # the outer-eye distance shrinks to ~0 at profile: at least half the
+            # landmark box's mean edge (frontal faces: 0.7-0.8 of it, unchanged)
+            norm = max(norm, 0.5 * float(np.mean(gt.max(0) - gt.min(0))))
+        norm = norm / step
         return {
             "norm": torch.tensor(max(norm, 1.0), dtype=torch.float32),
             "image": crop,
@@ -420,7 +425,9 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     ``group_fractions`` (share of items drawn from each group: ``manual``,
     ``offset68``, ``consensus68``),
     ``engine_samples`` (number of data-engine renders to add), ``engine_max_yaw``,
-    ``engine_fraction`` (share of training items drawn from the renders)),
+    ``engine_min_yaw``, ``engine_size``, ``engine_fraction`` (share of training items
+    drawn from the renders), ``engine_initialiser`` (initialiser starts on the
+    renders too, :func:`_engine_faces`)),
     ``pseudo68`` (folders of other markups whose images get cached 68-point
     pseudo-labels, :mod:`menpo_densereg.data.pseudolabels`),
     ``[augment]`` (:data:`AUGMENT_DEFAULTS`), ``[train]`` (:class:`TrainConfig`).
@@ -505,7 +512,13 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     n_engine = int(data.get("engine_samples", 0))
     face_weights = _group_weights(n_group, data.get("group_fractions", {}))
     if n_engine:
-        engine = _engine_faces(images, n_engine, data, seed=int(data.get("seed", 0)))
+        engine = _engine_faces(
+            images,
+            n_engine,
+            data,
+            seed=int(data.get("seed", 0)),
+            initialiser=initialiser if data.get("engine_initialiser") else None,
+        )
         # real and synthetic faces drawn with probabilities (1 - f, f) as groups
         f = float(data.get("engine_fraction", 0.5))
         if engine:
@@ -656,8 +669,15 @@ def _mirror_plain(image):
     return out
 
 
-def _engine_faces(images, n, data, seed=0):
-    """``n`` data-engine renders (re-posed 3D faces) of the training images."""
+def _engine_faces(images, n, data, seed=0, initialiser=None):
+    """``n`` data-engine renders (re-posed 3D faces) of the training images.
+
+    ``[data]`` keys: ``engine_max_yaw`` (50), ``engine_min_yaw`` (0: renders with a
+    smaller ``|yaw|`` are drawn again), ``engine_size`` (128 px). With ``initialiser``
+    (``engine_initialiser = true``) the initialisers' outputs on each render, from its
+    landmark box jittered by ``init_box_jitter``, become its ``init`` starts, as for
+    the real faces: MDM then learns to correct the initialisers at large pose too.
+    """
     from menpo_densereg.template.synthesis import (
         DataEngine,
         SynthConfig,
@@ -674,7 +694,41 @@ def _engine_faces(images, n, data, seed=0):
             print(f"data engine: skipped {getattr(im, 'path', '?')}: {e}")
     if not src:
         return []
-    cfg = SynthConfig(max_yaw=float(data.get("engine_max_yaw", 50.0)), size=128)
+    cfg = SynthConfig(
+        max_yaw=float(data.get("engine_max_yaw", 50.0)),
+        size=int(data.get("engine_size", 128)),
+    )
+    min_yaw = float(data.get("engine_min_yaw", 0.0))
     engine = DataEngine(src, cfg, seed=seed, real_fraction=0.0)
-    samples = [engine.sample(i) for i in tqdm(range(n), desc="data engine")]
-    return faces_from_engine(samples)
+    samples, i = [], 0
+    with tqdm(total=n, desc="data engine") as bar:
+        while len(samples) < n and i < 20 * n:
+            s = engine.sample(i)
+            i += 1
+            if abs(float(s["pose"][0])) < min_yaw:
+                continue
+            samples.append(s)
+            bar.update()
+    if initialiser is None:
+        return faces_from_engine(samples)
+    return faces_from_images(
+        _engine_images(samples),
+        initialiser=initialiser,
+        progress=True,
+        box_jitter=float(data.get("init_box_jitter", 0.0)),
+        seed=seed,
+    )
+
+
+def _engine_images(samples):
+    """Menpo images (``PTS`` = the 68 rendered points) of data-engine samples."""
+    from menpo.image import Image
+
+    out = []
+    for s in samples:
+        if float(np.asarray(s.get("has_ibug68", 1.0))) < 0.5:
+            continue
+        im = Image(np.clip(s["image"], 0, 1).astype(np.float32), copy=False)
+        im.landmarks["PTS"] = PointCloud(np.asarray(s["lm_ibug68"], float))
+        out.append(im)
+    return out
