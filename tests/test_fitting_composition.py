@@ -274,3 +274,92 @@ def test_refiner_keyword_arguments_are_forwarded():
     chain.fit_from_shape(image, gt, max_iters=3, return_costs=True)
     chain.fit_from_bb(image, box_from_shape(gt))
     assert ref.calls == [{"max_iters": 2}, {"max_iters": 3, "return_costs": True}, {}]
+
+
+def _profile_shape(min_yaw=60.0):
+    """68 points of the face template rendered by the data engine at |yaw| >= min_yaw."""
+    from menpo_densereg.template.synthesis import (
+        SynthConfig,
+        TexturedFace,
+        annotated_face,
+        synthetic_sample,
+    )
+
+    im = mio.import_builtin_asset("lenna.png")
+    g = [k for k in im.landmarks.keys() if im.landmarks[k].n_points == 68][0]
+    face = TexturedFace(annotated_face(im, im.landmarks[g].points))
+    cfg = SynthConfig(size=96, max_yaw=85.0, max_pitch=5.0, max_roll=5.0)
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        s = synthetic_sample(face, cfg, rng)
+        if abs(float(s["pose"][0])) >= min_yaw:
+            return PointCloud(np.asarray(s["lm_ibug68"], float)), float(s["pose"][0])
+    raise AssertionError("no profile render drawn")
+
+
+class _FixedInitialiser:
+    """Returns a fixed shape whatever the box."""
+
+    name = "fixed"
+    markup = "68"
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def fit_from_bb(self, image, bounding_box):
+        return Result(self.shape, image=image)
+
+
+def test_estimate_yaw_of_frontal_and_profile_shapes():
+    from menpo_densereg.fitting.composition import estimate_yaw
+
+    _, gt = _face()
+    assert abs(estimate_yaw(gt)) < 20
+    profile, yaw = _profile_shape()
+    est = estimate_yaw(profile)
+    assert np.sign(est) == np.sign(yaw) and abs(abs(est) - abs(yaw)) < 20
+    assert estimate_yaw(np.full((68, 2), np.nan)) is None
+
+
+def test_chain_skips_the_refiner_beyond_refine_max_yaw():
+    image, gt = _face()
+    profile, _ = _profile_shape()
+    profile = PointCloud(profile.points - profile.points.mean(0) + gt.points.mean(0))
+    for shape, skip in ((gt, False), (profile, True)):
+        chain = InitialisedFitter(
+            _FixedInitialiser(shape), _PixelRefiner(), refine_max_yaw=40
+        )
+        res = chain.fit_from_bb(image, box_from_shape(gt))
+        if skip:
+            assert "refine_max_yaw 40" in res.skipped
+            assert np.allclose(res.final_shape.points, shape.points)
+            assert set(res.stages) == {"initialiser"}
+        else:
+            assert res.skipped == ""
+            ref = _PixelRefiner().fit_from_shape(image, shape).final_shape
+            assert np.allclose(res.final_shape.points, ref.points)
+    # without the gate the profile start is refined
+    res = InitialisedFitter(_FixedInitialiser(profile), _PixelRefiner()).fit_from_bb(
+        image, box_from_shape(gt)
+    )
+    assert res.skipped == "" and not np.allclose(res.final_shape.points, profile.points)
+    assert "refined up to |yaw| 40" in str(
+        InitialisedFitter(BoxInitialiser(), _PixelRefiner(), refine_max_yaw=40)
+    )
+    with pytest.raises(ValueError, match="refine_max_yaw"):
+        InitialisedFitter(BoxInitialiser(), _PixelRefiner(), refine_max_yaw=120)
+
+
+def test_chain_recipe_refine_max_yaw_is_validated(tmp_path):
+    for value, ok in (("30.0", True), ("120.0", False)):
+        d = tmp_path / f"c{value}"
+        d.mkdir()
+        (d / "recipe.toml").write_text(
+            '[fitter]\nkind = "chain"\nname = "c"\ninitialiser = "box"\n'
+            f'refiner = "mdm-face"\nrefine_max_yaw = {value}\n'
+        )
+        if ok:
+            assert from_fitter_dir(d).refine_max_yaw == 30.0
+        else:
+            with pytest.raises(ValueError, match="refine_max_yaw"):
+                from_fitter_dir(d)

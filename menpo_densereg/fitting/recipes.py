@@ -152,8 +152,14 @@ SCHEMA = {
         "markup": _s(),
         "initialiser": _s(),
         "refiner": _s(),
+        "refine_max_yaw": _f(0.0, 90.0, lo_open=True),
     },
-    "chain": {"initialiser": _s(), "refiner": _s(), "name": _s()},
+    "chain": {
+        "initialiser": _s(),
+        "refiner": _s(),
+        "name": _s(),
+        "refine_max_yaw": _f(0.0, 90.0, lo_open=True),
+    },
     "readout": {
         "markup": _s(),
         "pca": _b(),
