@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-MEMBERS = ("hog", "mmod", "haar")
+MEMBERS = ("hog", "mmod", "profile", "haar")
 
 
 def _scanned():

@@ -22,10 +22,15 @@ Detectors, one name each (:func:`get_detector`):
     OpenCV's Viola-Jones cascades shipped in ``opencv-python-headless``: the frontal
     cascade plus the profile cascade on the image and on its mirror (profiles facing
     either way), merged by non-maximum suppression.
+``profile``
+    a dlib HOG + linear SVM detector of faces turned 40-90 degrees, trained here on
+    data-engine re-renders of training people (``scripts/train_profile_detector.py``;
+    the model, dlib's own binary format, ships as ``profile_detector.svm`` beside this
+    module); it runs on the image and on its mirror (``profile-mirrored``).
 ``cascade``
     ``hog``, then ``mmod`` where ``hog`` finds nothing or nothing with a score of at
-    least 0.5, then ``haar`` where neither found anything: fast where it can be,
-    robust where the fast one fails. Last, HOG's weak candidates (scores -0.6 to 0,
+    least 0.5, then ``profile`` where neither found anything, then ``haar``: fast
+    where it can be, robust where the fast one fails. Last, HOG's weak candidates (scores -0.6 to 0,
     at least 50 px, overlapping none of its faces; at most 2 per image) are
     re-checked by MMOD on a crop around each (`CandidateCheck`, ``mmod-crop``), and
     those confirmed that overlap nothing found are added: a face HOG scores weakly
@@ -55,6 +60,7 @@ __all__ = [
     "FaceDetector",
     "DlibHOGDetector",
     "DlibMMODDetector",
+    "DlibProfileDetector",
     "HaarDetector",
     "CascadeDetector",
     "DETECTOR_NAMES",
@@ -72,6 +78,7 @@ __all__ = [
     "calibrate_box",
     "uncalibrate_box",
     "CALIBRATION_FILE",
+    "PROFILE_MODEL",
     "HOG_MAX_PIXELS",
     "MMOD_MAX_PIXELS",
     "scan_detections",
@@ -82,11 +89,13 @@ __all__ = [
 ]
 
 #: The detector names :func:`get_detector` knows, fast first.
-DETECTOR_NAMES = ("hog", "mmod", "haar", "cascade")
+DETECTOR_NAMES = ("hog", "mmod", "haar", "profile", "cascade")
 #: What ``fit`` and ``benchmark --boxes detector`` use unless told otherwise.
 DEFAULT_DETECTOR = "cascade"
 #: The calibrations, one per detector name (see :func:`calibrate_box`).
 CALIBRATION_FILE = Path(__file__).with_name("detector_calibration.json")
+#: The ``profile`` detector's model (dlib's fhog_object_detector file format).
+PROFILE_MODEL = Path(__file__).with_name("profile_detector.svm")
 #: Largest working image (pixels) of the ``hog`` detector: a bound on its cost.
 HOG_MAX_PIXELS = 2_000_000
 #: Largest working image (pixels) of the ``mmod`` detector (400 x 300).
@@ -452,6 +461,74 @@ class DlibMMODDetector(FaceDetector):
         ]
 
 
+class DlibProfileDetector(FaceDetector):
+    """A dlib HOG + linear SVM detector of turned faces (40-90 degrees of yaw).
+
+    Trained by ``scripts/train_profile_detector.py`` on data-engine re-renders of
+    training people (``ytf68`` training frames, ``faces68/afw``, ``wflw98``'s training
+    side), all turned to one side; it also runs on the mirrored image, whose faces are
+    reported as ``profile-mirrored`` (the ``profile`` calibration, mirrored). Its boxes
+    are squares on the face (side = the landmark box's height), mapped to the landmark
+    box by the ``profile`` calibration. The model is read with
+    ``dlib.fhog_object_detector`` (dlib's own serialisation: no code runs on load).
+
+    Parameters
+    ----------
+    model : `str` or `Path`, optional
+        Default `PROFILE_MODEL`.
+    threshold : `float`
+        dlib's ``adjust_threshold`` (0: the SVM's own decision boundary).
+    """
+
+    name = "profile"
+
+    def __init__(
+        self, model=None, threshold=0.0, max_side=None, small_side=400, max_pixels=None
+    ):
+        if max_pixels is None:
+            max_pixels = 640 * 480
+        super().__init__(max_side, small_side, max_pixels)
+        self.model = Path(model) if model is not None else PROFILE_MODEL
+        self.threshold = float(threshold)
+        self._det = None
+
+    def __str__(self):
+        return f"{super().__str__()[:-1]}, model {self.model.name})"
+
+    def _load(self):
+        if not self.model.is_file():
+            raise FileNotFoundError(
+                f"{self.model}: profile detector model not found "
+                "(scripts/train_profile_detector.py makes it)"
+            )
+        try:
+            return _dlib().fhog_object_detector(str(self.model))
+        except RuntimeError as e:
+            raise ValueError(
+                f"{self.model}: not a dlib fhog_object_detector file ({e})"
+            ) from None
+
+    def _detect(self, a):
+        if self._det is None:
+            self._det = self._load()
+        rows = []
+        x = a.shape[1] - 1
+        for mirrored in (False, True):
+            img = np.ascontiguousarray(a[:, ::-1]) if mirrored else a
+            dets, scores, _ = self._det.run(img, 0, self.threshold)
+            for d, sc in zip(dets, scores):
+                t, l, b, r = d.top(), d.left(), d.bottom(), d.right()
+                if mirrored:
+                    l, r = x - r, x - l
+                rows.append(
+                    (t, l, b, r, float(sc), "profile-mirrored" if mirrored else "profile")
+                )
+        if not rows:
+            return []
+        keep = non_max_suppression([r[:4] for r in rows], [r[4] for r in rows], 0.3)
+        return [rows[i] for i in keep]
+
+
 class HaarDetector(FaceDetector):
     """OpenCV's frontal + profile Haar cascades (``cv2.data.haarcascades``).
 
@@ -783,7 +860,7 @@ class CascadeDetector(FaceDetector):
 
 
 #: The cascade's members and the score at which it stops after each.
-CASCADE = (("hog", 0.5), ("mmod", None), ("haar", None))
+CASCADE = (("hog", 0.5), ("mmod", None), ("profile", None), ("haar", None))
 #: The cascade's last step: weak HOG candidates re-checked by MMOD on a crop
 #: (`CandidateCheck`; ``None``: no such step).
 CASCADE_CHECK = "mmod-crop"
@@ -806,6 +883,8 @@ def get_detector(name=DEFAULT_DETECTOR):
         return DlibMMODDetector()
     if name == "haar":
         return HaarDetector()
+    if name == "profile":
+        return DlibProfileDetector()
     if name == "mmod-crop":  # the cascade's check of weak HOG candidates
         return CandidateCheck(hog=get_detector("hog"))
     if name == "cascade":
