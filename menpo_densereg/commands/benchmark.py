@@ -38,7 +38,7 @@ def configure_parser(parser):
     parser.add_argument(
         "--detector",
         default=None,
-        help="face detector of --boxes detector: hog, mmod, haar or cascade "
+        help="face detector of --boxes detector: hog, mmod, haar, profile or cascade "
         "(default: cascade); its boxes are calibrated to the landmark box",
     )
     parser.add_argument(

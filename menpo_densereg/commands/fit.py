@@ -72,9 +72,10 @@ def configure_parser(parser):
     parser.add_argument(
         "--detector",
         default="cascade",
-        choices=("hog", "mmod", "haar", "cascade"),  # data.detectors.DETECTOR_NAMES
-        help="face detector: hog, mmod, haar or cascade (default: cascade; dlib HOG, "
-        "then dlib's CNN where HOG is unsure, then OpenCV Haar)",
+        choices=("hog", "mmod", "haar", "profile", "cascade"),  # DETECTOR_NAMES
+        help="face detector: hog, mmod, haar, profile or cascade (default: cascade; "
+        "dlib HOG, then dlib's CNN where HOG is unsure, then the profile detector, "
+        "then OpenCV Haar)",
     )
     parser.add_argument(
         "--out",

@@ -44,7 +44,7 @@ def configure_parser(parser):
     parser.add_argument(
         "--detector",
         default=None,
-        help="face detector: hog, mmod, haar or cascade (default: the cascade)",
+        help="face detector: hog, mmod, haar, profile or cascade (default: the cascade)",
     )
     parser.add_argument(
         "--no-smooth", action="store_true", help="report the raw fits (no smoothing)"
