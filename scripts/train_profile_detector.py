@@ -104,7 +104,9 @@ def main(argv=None):
     val_items = synthetic_items(
         val_src, args.val, seed=args.seed + 1, yaw=(45.0, 90.0), tag="-pval"
     )
-    print(f"rendered {len(fit_items)} + {len(val_items)} faces in {time.time() - t0:.0f} s")
+    print(
+        f"rendered {len(fit_items)} + {len(val_items)} faces in {time.time() - t0:.0f} s"
+    )
     images, boxes = [], []
     for key, load, box in fit_items:
         a = image_to_uint8(load())

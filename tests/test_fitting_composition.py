@@ -363,3 +363,22 @@ def test_chain_recipe_refine_max_yaw_is_validated(tmp_path):
         else:
             with pytest.raises(ValueError, match="refine_max_yaw"):
                 from_fitter_dir(d)
+
+
+def test_results_share_the_fitted_images_pixels():
+    from menpo_densereg.fitting.base import check_image
+
+    image, gt = _face()
+    chain = InitialisedFitter(BoxInitialiser(), _PixelRefiner())
+    res = chain.fit_from_bb(image, box_from_shape(gt))
+    # menpofit copies the image into every result; ours share its pixels (no copy)
+    assert res.image.shape == image.shape
+    assert np.shares_memory(res.image.pixels, image.pixels)
+    assert np.shares_memory(res.stages["initialiser"].image.pixels, image.pixels)
+    assert res.image.landmarks.n_groups == 0  # as menpofit: no landmarks carried
+    # the one-pass finiteness check still refuses NaN and infinite pixels
+    for bad in (np.nan, np.inf, -np.inf):
+        px = image.pixels.copy()
+        px[0, 3, 4] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            check_image(Image(px, copy=False))

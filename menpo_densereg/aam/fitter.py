@@ -13,7 +13,7 @@ from menpo.image import Image
 from menpo.shape import PointCloud
 from menpo.transform import Translation
 
-from menpo_densereg.fitting.base import check_image
+from menpo_densereg.fitting.base import attach_image, check_image
 from menpo_densereg.data.markups import check_shape, get_markup
 from menpo_densereg.fitting.weights import WeightsError
 from menpo_densereg.aam.build import load_aam, lk_algorithms, reset_pdm
@@ -168,12 +168,11 @@ class AAMFitter:
         shapes = [crop_to_image.apply(s) for s in res.shapes[1:]] or [
             crop_to_image.apply(res.final_shape)
         ]
-        return NonParametricIterativeResult(
-            shapes,
-            initial_shape=initial_shape,
-            image=image,
-            gt_shape=gt_shape,
-            costs=None,
+        return attach_image(
+            NonParametricIterativeResult(
+                shapes, initial_shape=initial_shape, gt_shape=gt_shape, costs=None
+            ),
+            image,
         )
 
     def fit_from_bb(self, image, bounding_box, gt_shape=None, **kwargs):

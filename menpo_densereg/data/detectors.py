@@ -521,7 +521,14 @@ class DlibProfileDetector(FaceDetector):
                 if mirrored:
                     l, r = x - r, x - l
                 rows.append(
-                    (t, l, b, r, float(sc), "profile-mirrored" if mirrored else "profile")
+                    (
+                        t,
+                        l,
+                        b,
+                        r,
+                        float(sc),
+                        "profile-mirrored" if mirrored else "profile",
+                    )
                 )
         if not rows:
             return []

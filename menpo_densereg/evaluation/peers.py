@@ -14,7 +14,7 @@ import numpy as np
 from menpo.shape import bounding_box as _bb
 from menpofit.result import Result
 
-from menpo_densereg.fitting.base import box_from_shape, check_image
+from menpo_densereg.fitting.base import attach_image, box_from_shape, check_image
 from menpo_densereg.data.markups import get_markup
 
 __all__ = ["DlibPeer", "dlib_model_path", "from_fitter_dir", "PEERS_HINT"]
@@ -134,7 +134,7 @@ class DlibPeer:
         pixels = image_to_dlib_pixels(image)
         pred = self._wrapper.algorithm.dlib_model(pixels, pointcloud_to_dlib_rect(box))
         shape = dlib_full_object_detection_to_pointcloud(pred)  # numpy-2 safe (compat)
-        return Result(shape, image=image, initial_shape=None, gt_shape=gt_shape)
+        return attach_image(Result(shape, initial_shape=None, gt_shape=gt_shape), image)
 
     def fit_from_shape(self, image, initial_shape, gt_shape=None, **kwargs):
         """dlib cannot start from a shape: fits from the shape's tight box."""

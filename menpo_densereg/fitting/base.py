@@ -19,7 +19,13 @@ from menpofit.result import Result
 
 from menpo_densereg.data.markups import get_markup
 
-__all__ = ["Initialiser", "InitialisationResult", "box_from_shape", "check_image"]
+__all__ = [
+    "Initialiser",
+    "InitialisationResult",
+    "attach_image",
+    "box_from_shape",
+    "check_image",
+]
 
 
 def box_from_shape(shape):
@@ -53,13 +59,32 @@ def check_image(image, what="image", min_size=16):
         )
     if not np.issubdtype(image.pixels.dtype, np.floating):
         raise ValueError(f"{what}: expected float pixels in [0, 1]")
-    if not np.all(np.isfinite(image.pixels)):
+    # one pass without a boolean copy: a sum is finite iff every pixel is (float64
+    # accumulation cannot overflow for float32/float64 pixels of a real image)
+    if not np.isfinite(image.pixels.sum(dtype=np.float64)):
         raise ValueError(f"{what}: contains NaN or infinite pixels")
     return image
 
 
+def attach_image(result, image):
+    """Give a menpofit ``result`` the fitted image *without copying its pixels*.
+
+    menpofit's results store ``Image(image.pixels)``, a copy: 25 MB and ~13 ms for a
+    1080 x 1920 photograph, once per stage of a chain. Here the result's image shares
+    the caller's pixel buffer (landmarks are not carried over, as in menpofit), so
+    changing the input image's pixels afterwards changes ``result.image`` too.
+    Returns ``result``.
+    """
+    from menpo.image import Image
+
+    result._image = None if image is None else Image(image.pixels, copy=False)
+    return result
+
+
 class InitialisationResult(Result):
     """A menpofit `Result` from a one-shot initialiser, with per-point confidence.
+
+    Its ``image`` shares the fitted image's pixels (:func:`attach_image`).
 
     Parameters
     ----------
@@ -81,10 +106,11 @@ class InitialisationResult(Result):
     ):
         super().__init__(
             final_shape,
-            image=image,
+            image=None,
             initial_shape=initial_shape,
             gt_shape=gt_shape,
         )
+        attach_image(self, image)
         self.confidence = confidence
 
 

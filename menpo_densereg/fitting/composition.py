@@ -21,7 +21,12 @@ import numpy as np
 from menpo.shape import PointCloud
 from menpofit.result import NonParametricIterativeResult
 
-from menpo_densereg.fitting.base import Initialiser, box_from_shape, check_image
+from menpo_densereg.fitting.base import (
+    Initialiser,
+    attach_image,
+    box_from_shape,
+    check_image,
+)
 from menpo_densereg.data.markups import check_shape, convert, get_markup
 
 __all__ = [
@@ -123,8 +128,9 @@ class ChainResult(NonParametricIterativeResult):
         skipped="",
     ):
         super().__init__(
-            shapes, initial_shape=initial_shape, image=image, gt_shape=gt_shape
+            shapes, initial_shape=initial_shape, image=None, gt_shape=gt_shape
         )
+        attach_image(self, image)  # no copy of the pixels (menpofit's copies them)
         self.stages = stages or {}
         self.stage_shapes = stage_shapes or {}
         self.stage_times = stage_times or {}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from menpo.shape import PointCloud
 
 from menpo_densereg.data.crop import crop_face
-from menpo_densereg.fitting.base import box_from_shape, check_image
+from menpo_densereg.fitting.base import attach_image, box_from_shape, check_image
 from menpo_densereg.data.markups import check_shape, get_markup
 from menpo_densereg.fitting.inference import torch_threads
 from menpo_densereg.fitting.weights import WeightsError, load_weights, save_weights
@@ -306,8 +306,9 @@ class MDMFitter:
             )
         # menpofit's iterative result prepends initial_shape to the step shapes
         out = [PointCloud(crop_to_image.apply(s[0].double().numpy())) for s in shapes]
-        return NonParametricIterativeResult(
-            out, initial_shape=initial, image=image, gt_shape=gt_shape
+        return attach_image(
+            NonParametricIterativeResult(out, initial_shape=initial, gt_shape=gt_shape),
+            image,
         )
 
     def initial_shape_from_bb(self, image, bounding_box):
