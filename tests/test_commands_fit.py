@@ -140,3 +140,29 @@ def test_missing_extra_is_a_clean_cli_error(tmp_path, monkeypatch, capsys):
     photo = _photo(tmp_path / "p.png")
     assert main(["fit", str(photo), "--out", str(tmp_path / "o")]) == 2
     assert "pip install 'menpo-densereg[peers]'" in capsys.readouterr().err
+
+
+def test_a_skipped_refinement_is_reported(tmp_path, monkeypatch, capsys):
+    from menpo.shape import bounding_box
+
+    class SkippingChain(FakeFitter):
+        def fit_from_bb(self, image, bounding_box, gt_shape=None, **kwargs):
+            res = super().fit_from_bb(image, bounding_box)
+            res.skipped = "estimated |yaw| 70 deg > refine_max_yaw 30"
+            return res
+
+    photo = _photo(tmp_path / "p.png")
+    monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: SkippingChain())
+    monkeypatch.setattr(
+        fit, "find_faces", lambda pil, **kw: [bounding_box((5, 5), (40, 40))]
+    )
+    js = tmp_path / "r.json"
+    assert fit.run(_args([str(photo), "--out", str(tmp_path), "--json", str(js)])) == 0
+    assert "face 1: not refined (estimated |yaw| 70 deg" in capsys.readouterr().out
+    face = json.loads(js.read_text())["images"][0]["faces"][0]
+    assert face["refiner_skipped"].startswith("estimated |yaw| 70")
+    # a fitter that always refines reports nothing
+    monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: FakeFitter())
+    assert fit.run(_args([str(photo), "--out", str(tmp_path), "--json", str(js)])) == 0
+    assert "not refined" not in capsys.readouterr().out
+    assert json.loads(js.read_text())["images"][0]["faces"][0]["refiner_skipped"] == ""

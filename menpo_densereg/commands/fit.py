@@ -301,7 +301,8 @@ def _fit_one(path, fitter, fitter_label, args, out):
                 "box with --box top,left,bottom,right"
             )
     t2 = time.perf_counter()
-    shapes = [fitter.fit_from_bb(image, box).final_shape for box in boxes]
+    results = [fitter.fit_from_bb(image, box) for box in boxes]
+    shapes = [r.final_shape for r in results]
     t3 = time.perf_counter()
     stem = f"{Path(path).stem}_{fitter_label}"
     faces = []
@@ -314,6 +315,8 @@ def _fit_one(path, fitter, fitter_label, args, out):
                 "box": box.points.min(0).tolist() + box.points.max(0).tolist(),
                 "points": shape.points.tolist(),
                 "pts": str(pts_path),
+                # a chain that left its start unrefined says why (refine_max_yaw)
+                "refiner_skipped": getattr(results[k], "skipped", ""),
             }
         )
     png = None
@@ -366,6 +369,9 @@ def run(args):
             f"{len(rec['faces'][0]['points'])} landmarks each by {name} -> "
             f"{', '.join(written)}"
         )
+        for k, face in enumerate(rec["faces"]):
+            if face["refiner_skipped"]:
+                print(f"  face {k + 1}: not refined ({face['refiner_skipped']})")
         print(
             f"  time: read {1000 * tm['read']:.0f} ms, detect {1000 * tm['detect']:.0f}"
             f" ms, fit {1000 * tm['fit']:.0f} ms, write {1000 * tm['write']:.0f} ms"
