@@ -12,7 +12,9 @@ Outputs go to ``--out`` (default ``out/fit``, never the input's folder), atomica
 ``<stem>_<fitter>.pts`` for the largest face, ``<stem>_<fitter>_face<k>.pts`` for the
 k-th (k >= 2), iBUG ``.pts`` (1-based ``x y``), and one ``<stem>_<fitter>.png`` overlay
 per image with every face drawn. ``--json FILE`` (``-`` for stdout) writes the results
-machine-readably: per image, the faces with their box and points in menpo's (y, x).
+machine-readably: per image, the faces with their box and points in menpo's (y, x), and
+``refiner_skipped`` (why a chain left the face unrefined, e.g. beyond its
+``refine_max_yaw``; empty when it refined it).
 
 A fitter whose markup does not suit the input (an ear fitter on a face detector's box)
 gets a warning on stderr.
