@@ -91,6 +91,9 @@ def test_wheel_and_sdist_carry_every_shipped_fitter(built):
         n.endswith(".dist-info/LICENSE") for n in names
     )
     assert "menpo_densereg/data/face_template.npz" in names
+    # the package's own data files: the profile detector and the box calibrations
+    assert "menpo_densereg/data/profile_detector.svm" in names
+    assert "menpo_densereg/data/detector_calibration.json" in names
     with tarfile.open(sdist) as tar:
         snames = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     missing = [f for f in expected if f"fitters/{f}" not in snames]
