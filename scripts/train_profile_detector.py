@@ -89,6 +89,7 @@ def main(argv=None):
         raise SystemExit(f"--data: {data} not found")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from detectors import synthetic_items
+    from fit_box_calibration import _mirror  # a box mirrored about x = 0 (scripts/)
 
     src = sources(data)
     people = sorted({p for _, p in src})
@@ -129,7 +130,7 @@ def main(argv=None):
     with atomic_path(out) as tmp:
         trained.save(str(tmp))
     detector = DlibProfileDetector(model=out)
-    pairs, n_hit = [], 0
+    pairs = []
     for _, load, box in val_items:
         found = detector(load())
         best = max(found, key=lambda d: box_iou(d.box, box), default=None)
@@ -139,18 +140,14 @@ def main(argv=None):
     direct = [(d.box, b) for d, b in pairs if not d.detector.endswith("-mirrored")]
     # mirrored detections are mirrored back: their x offset changes sign
     cal = fit_calibration(
-        [d for d, _ in direct] + [_mirror_x(d) for d, _ in mirror],
-        [b for _, b in direct] + [_mirror_x(b) for _, b in mirror],
+        [d for d, _ in direct] + [_mirror(d) for d, _ in mirror],
+        [b for _, b in direct] + [_mirror(b) for _, b in mirror],
     )
-    from menpo_densereg.data.detectors import BoxCalibration
-
     ious_before = [box_iou(d.box, b) for d, b in pairs]
-    ious_after = []
-    for d, b in pairs:
-        c = cal
-        if d.detector.endswith("-mirrored"):
-            c = BoxCalibration((cal.offset[0], -cal.offset[1]), cal.scale)
-        ious_after.append(box_iou(c(d.box), b))
+    ious_after = [
+        box_iou((cal.mirrored() if d.detector.endswith("-mirrored") else cal)(d.box), b)
+        for d, b in pairs
+    ]
     n_hit = int(np.sum(np.array(ious_after) >= 0.5))
     print(
         f"validation renders of held-out training people (45-90 deg): calibrated "
@@ -172,14 +169,6 @@ def main(argv=None):
     }
     atomic_write_text(path, json.dumps(content, indent=2) + "\n")
     print(f"wrote {out} and the 'profile' calibration in {path}")
-
-
-def _mirror_x(box):
-    """A box mirrored about x = 0 (a mirrored pass's pairs, back in one frame)."""
-    from menpo.shape import bounding_box
-
-    lo, hi = box.bounds()
-    return bounding_box((lo[0], -hi[1]), (hi[0], -lo[1]))
 
 
 if __name__ == "__main__":

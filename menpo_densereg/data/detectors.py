@@ -964,6 +964,10 @@ class BoxCalibration:
         half = np.asarray(self.scale, float) * s / 2
         return bounding_box(c - half, c + half)
 
+    def mirrored(self):
+        """The calibration of the same detector run on the mirrored image (x flipped)."""
+        return BoxCalibration((self.offset[0], -self.offset[1]), self.scale)
+
     def inverse(self, box):
         """The detector box whose calibration is ``box`` (a landmark-convention box)."""
         c, s = box_params(box)
@@ -1068,7 +1072,7 @@ def calibrate_box(box, detector):
         )
     c = cal[name]
     if mirrored:  # a mirrored pass: its detector's calibration, mirrored in x
-        c = BoxCalibration((c.offset[0], -c.offset[1]), c.scale)
+        c = c.mirrored()
     return c(box)
 
 

@@ -150,14 +150,17 @@ def faces_from_images(
     return faces
 
 
+def _with_ibug68(samples):
+    """The data-engine samples that carry 68 rendered points."""
+    return [s for s in samples if float(np.asarray(s.get("has_ibug68", 1.0))) >= 0.5]
+
+
 def faces_from_engine(samples):
     """:class:`SourceFace` s from data-engine dense samples (``image``, ``lm_ibug68``)."""
-    faces = []
-    for s in samples:
-        if float(np.asarray(s.get("has_ibug68", 1.0))) < 0.5:
-            continue
-        faces.append(SourceFace(_grey(s["image"]), np.asarray(s["lm_ibug68"], float)))
-    return faces
+    return [
+        SourceFace(_grey(s["image"]), np.asarray(s["lm_ibug68"], float))
+        for s in _with_ibug68(samples)
+    ]
 
 
 def _align_to_box(mean, lo, hi):
@@ -725,9 +728,7 @@ def _engine_images(samples):
     from menpo.image import Image
 
     out = []
-    for s in samples:
-        if float(np.asarray(s.get("has_ibug68", 1.0))) < 0.5:
-            continue
+    for s in _with_ibug68(samples):
         im = Image(np.clip(s["image"], 0, 1).astype(np.float32), copy=False)
         im.landmarks["PTS"] = PointCloud(np.asarray(s["lm_ibug68"], float))
         out.append(im)
