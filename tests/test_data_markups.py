@@ -94,3 +94,38 @@ def test_lfpw29_on_real_helen_sample(shared_data):
     assert pts[28, 0] == pts[:, 0].max()
     # "left" is image-left: point 8 (left outer eye corner) has the smaller x
     assert pts[8, 1] < pts[9, 1]
+
+
+@pytest.mark.parametrize("name", ["68", "98", "29", "5"])
+def test_mirror_points_is_an_involution_that_keeps_image_left_left(name):
+    from menpo_densereg.data.markups import flip_permutation, mirror_points
+
+    perm = flip_permutation(name)
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 50, (get_markup(name).n_points, 2))
+    once = mirror_points(pts, 60, perm)
+    assert np.allclose(mirror_points(once, 60, perm), pts)
+    # a point's mirror lands at x -> 59 - x under its left/right partner's label
+    assert np.allclose(once[perm[0]], [pts[0, 0], 59 - pts[0, 1]])
+
+
+def test_average_with_mirror_plain_and_confidence_weighted():
+    from menpo_densereg.data.markups import (
+        average_with_mirror,
+        flip_permutation,
+        mirror_points,
+    )
+
+    perm = flip_permutation("5")
+    pts = np.array([[10.0, 10], [10, 30], [20, 20], [30, 12], [30, 28]])
+    other = pts + [2.0, 0.0]  # the same face, 2 px lower, predicted on the mirror
+    mirrored = mirror_points(other, 41, perm)
+    avg, conf = average_with_mirror(pts, mirrored, 41, perm)
+    assert conf is None and np.allclose(avg, pts + [1.0, 0.0])
+    # confidence-weighted: a point the mirror is sure of and the image is not
+    c1, c2 = np.full(5, 0.5), np.full(5, 0.5)
+    c1[2], c2[2] = 0.0, 1.0  # the nose tip maps to itself
+    avg, conf = average_with_mirror(pts, mirrored, 41, perm, weights=(c1, c2))
+    assert np.allclose(avg[[0, 1, 3, 4]], pts[[0, 1, 3, 4]] + [1.0, 0.0])
+    assert avg[2, 0] > pts[2, 0] + 1.99
+    assert np.allclose(conf, 0.5 * (c1 + c2[perm]))

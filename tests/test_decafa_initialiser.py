@@ -179,3 +179,29 @@ def test_network_and_confidence_run_on_one_thread_by_default():
     assert seen == [1]
     assert calls and set(calls) == {1}
     assert after == before
+
+
+def test_flip_averaging_is_mirror_equivariant_for_every_markup():
+    from menpo_densereg.data.markups import flip_permutation, mirror_points
+
+    image = _image()
+    mirrored = Image(np.ascontiguousarray(image.pixels[..., ::-1]))
+    box = bounding_box((20.0, 15.0), (70.0, 60.0))
+    mbox = bounding_box((20.0, 80 - 1 - 60.0), (70.0, 80 - 1 - 15.0))
+    plain = DecafaInitialiser(_net())
+    flip = DecafaInitialiser(_net(), flip=True)
+    assert flip.with_markup("5").flip and "flip-averaged" in str(flip)
+    gaps = {}
+    for init in (plain, flip):
+        a = init.initialise_all(image, box)
+        b = init.initialise_all(mirrored, mbox)
+        gaps[init.flip] = {
+            m: np.abs(a[m].points - mirror_points(b[m].points, 80, flip_permutation(m))).max()
+            for m in a
+        }
+    # an untrained network is not symmetric; the flip-averaged one is, in every markup
+    assert max(gaps[False].values()) > 0.05
+    assert max(gaps[True].values()) < 1e-4 and len(gaps[True]) == 3
+    r = flip.fit_from_bb(image, box)
+    assert np.allclose(r.final_shape.points, flip.initialise_all(image, box)["ibug68"].points)
+    assert r.confidence.shape == (68,) and np.all((r.confidence >= 0) & (r.confidence <= 1))

@@ -229,3 +229,44 @@ def test_shipped_densereg_face_on_a_held_out_face():
         res = fitter.fit_from_bb(image, box_from_shape(gt), gt_shape=gt)
         err = np.linalg.norm(res.final_shape.points - gt.points, axis=1).mean() / norm
         assert err < limit, (fitter.name, err)
+
+
+def test_flip_averaging_is_mirror_equivariant_and_recipe_switchable(model_file, tmp_path):
+    from menpo_densereg.data.markups import flip_permutation, mirror_points
+
+    img = _image()
+    mirrored = Image(np.ascontiguousarray(img.pixels[..., ::-1]))
+    box = bounding_box((20.0, 15.0), (80.0, 70.0))
+    mbox = bounding_box((20.0, 90 - 1 - 70.0), (80.0, 90 - 1 - 15.0))
+    perm = flip_permutation("68")
+    plain = DenseRegInitialiser.from_weights(model_file)
+    flip = plain.with_options(flip=True)
+    assert flip.flip and "flip-averaged" in str(flip)
+
+    def gap(ini):
+        a = ini.fit_from_bb(img, box).final_shape.points
+        b = ini.fit_from_bb(mirrored, mbox).final_shape.points
+        return np.abs(a - mirror_points(b, 90, perm)).max()
+
+    # an untrained network is far from symmetric; the flip-averaged read-out is exactly
+    assert gap(plain) > 0.5
+    assert gap(flip) < 1e-6
+    d = flip.dense(img, box)
+    assert np.allclose(
+        d["crop_to_image"].apply(d["landmarks"]).points,
+        flip.fit_from_bb(img, box).final_shape.points,
+    )
+    # the recipe's [readout] flip switches it on; a non-boolean is refused
+    import shutil
+
+    from menpo_densereg.fitting.recipes import RecipeError
+
+    folder = tmp_path / "dr"
+    folder.mkdir()
+    shutil.copy(model_file, folder / "weights.safetensors")
+    text = '[fitter]\nkind = "densereg"\nname = "t"\n[readout]\nflip = {}\n'
+    (folder / "recipe.toml").write_text(text.format("true"))
+    assert from_fitter_dir(folder).flip
+    (folder / "recipe.toml").write_text(text.format('"yes"'))
+    with pytest.raises(RecipeError, match="flip"):
+        from_fitter_dir(folder)

@@ -256,3 +256,27 @@ def test_shipped_mdm_refines_held_out_faces(shared_data):
     # median 4.2 % (v2: ratio < 0.7, median < 8 %)
     assert np.mean(e1) < 0.35 * np.mean(e0), (e0, e1)
     assert np.median(e1) < 0.05
+
+
+def test_flip_averaged_refinement_is_mirror_equivariant():
+    from menpo_densereg.data.markups import flip_permutation, mirror_points
+
+    torch.manual_seed(2)
+    net = MDMNet(**TINY)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    (im,) = [_asset("takeo.ppm", size=100)]
+    width = im.shape[1]
+    mirrored = Image(np.ascontiguousarray(im.pixels[..., ::-1]))
+    perm = flip_permutation("68")
+    start = PointCloud(_gt(im).points + [2.0, -1.5])
+    mstart = PointCloud(mirror_points(start.points, width, perm))
+    for flip in (False, True):
+        fitter = MDMFitter(net.eval(), mean_face_68(), flip=flip)
+        a = fitter.fit_from_shape(im, start)
+        b = fitter.fit_from_shape(mirrored, mstart)
+        gap = np.abs(a.final_shape.points - mirror_points(b.final_shape.points, width, perm))
+        assert (gap.max() < 1e-3) if flip else (gap.max() > 0.05)
+        assert len(a.shapes) == 1 + TINY["steps"]
+    assert "flip-averaged" in str(fitter)

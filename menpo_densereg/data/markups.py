@@ -24,6 +24,10 @@ __all__ = [
     "conversion_matrix",
     "can_convert",
     "check_shape",
+    "FLIP_PERMUTATIONS",
+    "flip_permutation",
+    "mirror_points",
+    "average_with_mirror",
 ]
 
 
@@ -352,3 +356,117 @@ def convert(shape, source, target):
     """
     pts = check_shape(shape, source, "shape")
     return PointCloud(conversion_matrix(source, target) @ pts)
+
+
+def _pairs_to_perm(n, pairs):
+    perm = np.arange(n)
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+_IBUG68_PAIRS = (
+    [(i, 16 - i) for i in range(8)]  # jaw
+    + [(17 + i, 26 - i) for i in range(5)]  # brows
+    + [(31, 35), (32, 34)]  # nostrils
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
+    + [(60, 64), (61, 63), (65, 67)]  # inner lips
+)
+_WFLW98_PAIRS = (
+    [(i, 32 - i) for i in range(16)]  # jaw
+    + [(33 + i, 46 - i) for i in range(5)]  # brow upper edges
+    + [(38, 50), (39, 49), (40, 48), (41, 47)]  # brow lower edges
+    + [(55, 59), (56, 58)]  # nostrils
+    + [(60, 72), (61, 71), (62, 70), (63, 69), (64, 68), (65, 75), (66, 74), (67, 73)]
+    + [(76, 82), (77, 81), (78, 80), (83, 87), (84, 86)]  # outer lips
+    + [(88, 92), (89, 91), (93, 95)]  # inner lips
+    + [(96, 97)]  # pupils
+)
+_LFPW29_PAIRS = [
+    (0, 1),
+    (2, 3),
+    (4, 6),
+    (5, 7),
+    (8, 9),
+    (10, 11),
+    (12, 14),
+    (13, 15),
+    (16, 17),
+    (18, 19),
+    (22, 23),
+]
+_FIVE_PAIRS = [(0, 1), (3, 4)]
+
+#: Index permutation that relabels a horizontally flipped shape (image-left <-> right),
+#: per markup name.
+FLIP_PERMUTATIONS = {
+    "ibug68": _pairs_to_perm(68, _IBUG68_PAIRS),
+    "wflw98": _pairs_to_perm(98, _WFLW98_PAIRS),
+    "lfpw29": _pairs_to_perm(29, _LFPW29_PAIRS),
+    "five": _pairs_to_perm(5, _FIVE_PAIRS),
+}
+
+
+def flip_permutation(markup):
+    """The left/right permutation of ``markup`` (`ValueError` when unknown)."""
+    name = get_markup(markup).name
+    if name not in FLIP_PERMUTATIONS:
+        raise ValueError(f"markup {name}: no flip permutation defined")
+    return FLIP_PERMUTATIONS[name]
+
+def mirror_points(points, width, permutation):
+    """Points of the horizontally mirrored image, in the mirrored image's frame.
+
+    Parameters
+    ----------
+    points : ``(n, 2)`` `ndarray`
+        ``(y, x)`` points in an image ``width`` pixels wide (pixel centres at integer
+        ``x``, menpo's convention).
+    width : `int`
+        Width of the image in pixels.
+    permutation : ``(n,)`` int `ndarray`
+        Left/right relabelling (:func:`flip_permutation`).
+
+    Returns
+    -------
+    ``(n, 2)`` `ndarray`
+        ``x -> width - 1 - x`` and relabelled, so that image-left stays image-left. The
+        mapping is its own inverse.
+    """
+    pts = np.asarray(points, dtype=np.float64)[np.asarray(permutation)].copy()
+    pts[:, 1] = (width - 1) - pts[:, 1]
+    return pts
+
+
+def average_with_mirror(points, mirrored, width, permutation, weights=None):
+    """Test-time flip averaging: combine a prediction with one made on the mirror image.
+
+    Parameters
+    ----------
+    points : ``(n, 2)`` `ndarray`
+        ``(y, x)`` prediction on the image.
+    mirrored : ``(n, 2)`` `ndarray`
+        Prediction on the horizontally mirrored image (its own frame and labels).
+    width : `int`
+        Image width in pixels.
+    permutation : ``(n,)`` int `ndarray`
+    weights : pair of ``(n,)`` `ndarray`, optional
+        Per-point confidences of ``points`` and ``mirrored`` (``mirrored``'s in its
+        own labels); the points are then averaged by confidence (plus a small floor).
+
+    Returns
+    -------
+    points : ``(n, 2)`` `ndarray`
+    weights : ``(n,)`` `ndarray` or `None`
+        The mean confidence of the two predictions (`None` without ``weights``).
+    """
+    back = mirror_points(mirrored, width, permutation)
+    pts = np.asarray(points, dtype=np.float64)
+    if weights is None:
+        return 0.5 * (pts + back), None
+    w1 = np.asarray(weights[0], dtype=np.float64)
+    w2 = np.asarray(weights[1], dtype=np.float64)[np.asarray(permutation)]
+    a, b = w1 + 1e-3, w2 + 1e-3
+    avg = (pts * a[:, None] + back * b[:, None]) / (a + b)[:, None]
+    return avg, 0.5 * (w1 + w2)

@@ -32,7 +32,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from menpo_densereg.data.markups import can_convert, conversion_matrix, get_markup
+from menpo_densereg.data.markups import (  # noqa: F401  (flip_* re-exported here)
+    FLIP_PERMUTATIONS,
+    can_convert,
+    conversion_matrix,
+    flip_permutation,
+    get_markup,
+)
 
 __all__ = [
     "TRAIN_MARKUPS",
@@ -52,63 +58,6 @@ __all__ = [
 ]
 
 TRAIN_MARKUPS = ("ibug68", "wflw98", "lfpw29", "five")
-
-
-def _pairs_to_perm(n, pairs):
-    perm = np.arange(n)
-    for a, b in pairs:
-        perm[a], perm[b] = b, a
-    return perm
-
-
-_IBUG68_PAIRS = (
-    [(i, 16 - i) for i in range(8)]  # jaw
-    + [(17 + i, 26 - i) for i in range(5)]  # brows
-    + [(31, 35), (32, 34)]  # nostrils
-    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
-    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
-    + [(60, 64), (61, 63), (65, 67)]  # inner lips
-)
-_WFLW98_PAIRS = (
-    [(i, 32 - i) for i in range(16)]  # jaw
-    + [(33 + i, 46 - i) for i in range(5)]  # brow upper edges
-    + [(38, 50), (39, 49), (40, 48), (41, 47)]  # brow lower edges
-    + [(55, 59), (56, 58)]  # nostrils
-    + [(60, 72), (61, 71), (62, 70), (63, 69), (64, 68), (65, 75), (66, 74), (67, 73)]
-    + [(76, 82), (77, 81), (78, 80), (83, 87), (84, 86)]  # outer lips
-    + [(88, 92), (89, 91), (93, 95)]  # inner lips
-    + [(96, 97)]  # pupils
-)
-_LFPW29_PAIRS = [
-    (0, 1),
-    (2, 3),
-    (4, 6),
-    (5, 7),
-    (8, 9),
-    (10, 11),
-    (12, 14),
-    (13, 15),
-    (16, 17),
-    (18, 19),
-    (22, 23),
-]
-_FIVE_PAIRS = [(0, 1), (3, 4)]
-
-#: Index permutation that relabels a horizontally flipped shape (image-left <-> right).
-FLIP_PERMUTATIONS = {
-    "ibug68": _pairs_to_perm(68, _IBUG68_PAIRS),
-    "wflw98": _pairs_to_perm(98, _WFLW98_PAIRS),
-    "lfpw29": _pairs_to_perm(29, _LFPW29_PAIRS),
-    "five": _pairs_to_perm(5, _FIVE_PAIRS),
-}
-
-
-def flip_permutation(markup):
-    """The left/right permutation of ``markup`` (`ValueError` when unknown)."""
-    name = get_markup(markup).name
-    if name not in FLIP_PERMUTATIONS:
-        raise ValueError(f"markup {name}: no flip permutation defined")
-    return FLIP_PERMUTATIONS[name]
 
 
 def derived_markups(markup):

@@ -22,7 +22,11 @@ from menpo.shape import PointCloud
 from menpo_densereg.data.crop import crop_face, image_to_array
 from menpo_densereg.decafa.network import DecafaConfig, DecafaNet
 from menpo_densereg.fitting.base import Initialiser, check_image
-from menpo_densereg.data.markups import get_markup
+from menpo_densereg.data.markups import (
+    average_with_mirror,
+    flip_permutation,
+    get_markup,
+)
 from menpo_densereg.fitting.inference import network_from_weights, torch_threads
 from menpo_densereg.fitting.weights import load_weights, save_weights
 
@@ -91,9 +95,13 @@ class DecafaInitialiser(Initialiser):
         when another process is busy (with torch's default of one thread per core the
         threads spin-wait on each other: 60 → 0.5–2.4 faces/s under load); `None`
         leaves torch's setting alone.
+    flip : `bool`
+        Test-time flip averaging: the crop and its mirror image run as one batch of
+        two and their landmarks are averaged (mirrored back and relabelled
+        left/right; :func:`~menpo_densereg.data.markups.average_with_mirror`).
     """
 
-    def __init__(self, net, markup=None, name=None, threads=1):
+    def __init__(self, net, markup=None, name=None, threads=1, flip=False):
         self.net = getattr(net, "module", net).eval()
         self.config = self.net.config
         trained = self.config.markups
@@ -107,6 +115,9 @@ class DecafaInitialiser(Initialiser):
         self.markup = m
         self.name = name or "DeCaFA"
         self.threads = threads
+        self.flip = bool(flip)
+        if self.flip:
+            flip_permutation(m)  # ValueError for a markup without one
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -120,7 +131,8 @@ class DecafaInitialiser(Initialiser):
         """Load a fitter folder (``recipe.toml`` + weights).
 
         ``[fitter] markup`` (or ``[inference] markup``) sets the returned markup,
-        ``[model] weights`` the weights file (default ``weights.safetensors``);
+        ``[inference] flip`` test-time flip averaging, ``[model] weights`` the weights
+        file (default ``weights.safetensors``);
         ``overrides`` win over the recipe.
         """
         from menpo_densereg.fitting.recipes import load_recipe
@@ -137,6 +149,8 @@ class DecafaInitialiser(Initialiser):
         )
         if markup is not None:
             kwargs["markup"] = markup
+        if "flip" in recipe.get("inference", {}):
+            kwargs["flip"] = bool(recipe["inference"]["flip"])
         kwargs["name"] = recipe["fitter"].get("display_name") or recipe["fitter"].get(
             "name"
         )
@@ -145,7 +159,9 @@ class DecafaInitialiser(Initialiser):
 
     def with_markup(self, markup):
         """A copy (sharing the network) that returns another trained markup."""
-        return type(self)(self.net, markup=markup, name=self.name, threads=self.threads)
+        return type(self)(
+            self.net, markup=markup, name=self.name, threads=self.threads, flip=self.flip
+        )
 
     def for_markup(self, markup):
         """Same as :meth:`with_markup` (the benchmark's multi-markup hook)."""
@@ -170,23 +186,38 @@ class DecafaInitialiser(Initialiser):
         with torch_threads(self.threads), torch.inference_mode():
             return self.net(x, markups=markups, all_stages=all_stages)
 
+    def _predict(self, x, markups):
+        """``{markup: (points, confidence)}`` in the crop frame for one input ``x``
+        (flip-averaged when :attr:`flip` is set)."""
+        if self.flip:
+            x = torch.cat([x, x.flip(-1)])
+        with torch_threads(self.threads), torch.inference_mode():
+            out = self.net(x, markups=markups, all_stages=False)[-1]
+            result = {}
+            for m, (coords, maps) in out.items():
+                pts = coords[0].double().numpy()
+                conf = _confidence(maps[0]).numpy()
+                if self.flip:
+                    perm = flip_permutation(m)
+                    pts, _ = average_with_mirror(
+                        pts, coords[1].double().numpy(), x.shape[-1], perm
+                    )
+                    conf = 0.5 * (conf + _confidence(maps[1]).numpy()[perm])
+                result[m] = (pts, conf)
+        return result
+
     def initialise(self, image, bounding_box):
         """Landmarks of ``self.markup`` (image frame) and per-point confidence."""
         x, _, crop_to_image = self._input(image, bounding_box)
-        with torch_threads(self.threads), torch.inference_mode():
-            out = self.net(x, markups=[self.markup], all_stages=False)[-1]
-            coords, maps = out[self.markup]
-            confidence = _confidence(maps[0]).numpy()
-        shape = crop_to_image.apply(PointCloud(coords[0].double().numpy()))
-        return shape, confidence
+        pts, confidence = self._predict(x, [self.markup])[self.markup]
+        return crop_to_image.apply(PointCloud(pts)), confidence
 
     def initialise_all(self, image, bounding_box):
         """Every trained markup at once: ``{markup: PointCloud}`` in the image frame."""
         x, _, crop_to_image = self._input(image, bounding_box)
-        out = self._run(x, None, all_stages=False)[-1]
         return {
-            m: crop_to_image.apply(PointCloud(c[0].double().numpy()))
-            for m, (c, _) in out.items()
+            m: crop_to_image.apply(PointCloud(p))
+            for m, (p, _) in self._predict(x, None).items()
         }
 
     def attention_maps(self, image, bounding_box, markup=None):
@@ -220,9 +251,10 @@ class DecafaInitialiser(Initialiser):
         return stages
 
     def __str__(self):
+        flip = ", flip-averaged" if self.flip else ""
         return (
             f"DecafaInitialiser '{self.name}' -> {self.markup} landmarks "
-            f"(trained: {', '.join(self.config.markups)}); {self.config}"
+            f"(trained: {', '.join(self.config.markups)}{flip}); {self.config}"
         )
 
 

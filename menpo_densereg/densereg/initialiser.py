@@ -33,13 +33,15 @@ from menpo.shape import PointCloud
 from menpo_densereg.data.crop import crop_face, image_to_array
 from menpo_densereg.densereg.numpy_net import DenseRegConfig, NumpyDenseRegNet
 from menpo_densereg.fitting.base import Initialiser, check_image
-from menpo_densereg.data.markups import get_markup
+from menpo_densereg.data.markups import average_with_mirror, get_markup
 from menpo_densereg.densereg.readout import ShapePCA, landmarks_from_uv
 from menpo_densereg.fitting.weights import WeightsError, load_weights, save_weights
 
 __all__ = [
     "DenseRegInitialiser",
     "from_fitter_dir",
+    "decode_crops",
+    "mirror_image",
     "save_densereg",
     "load_densereg",
     "resolve_backend",
@@ -93,13 +95,13 @@ def torch_from_numpy_net(net):
     return torch_net.eval()
 
 
-def decode_crop(net, crop, residual=True, threads=1):
-    """Run a DenseReg network (torch or numpy) on one menpo crop; decoded outputs as
-    numpy ``(S, S)`` arrays."""
-    x = image_to_array(crop)[None]
+def decode_crops(net, crops, residual=True, threads=1):
+    """Run a DenseReg network (torch or numpy) on menpo crops of one size, as one batch;
+    a `list` of decoded outputs (numpy ``(S, S)`` arrays) per crop."""
+    x = np.stack([image_to_array(c) for c in crops])
     if _is_numpy_net(net):
         dec = net.decode(x, residual=residual, threads=threads)
-        return {k: v[0] for k, v in dec.items()}
+        return [{k: v[i] for k, v in dec.items()} for i in range(len(crops))]
     import torch
 
     from menpo_densereg.densereg.network import decode_uv
@@ -107,10 +109,25 @@ def decode_crop(net, crop, residual=True, threads=1):
 
     with torch_threads(threads), torch.inference_mode():
         dec = decode_uv(net(torch.from_numpy(x)), residual=residual)
-    return {k: v[0].numpy() for k, v in dec.items()}
+    return [{k: v[i].numpy() for k, v in dec.items()} for i in range(len(crops))]
 
 
-def read_field_landmarks(dense, landmark_uv, radius, pca=None, n_components=None):
+def decode_crop(net, crop, residual=True, threads=1):
+    """Run a DenseReg network (torch or numpy) on one menpo crop; decoded outputs as
+    numpy ``(S, S)`` arrays."""
+    return decode_crops(net, [crop], residual=residual, threads=threads)[0]
+
+
+def mirror_image(image):
+    """A menpo image mirrored left-right (pixel ``x`` becomes ``width - 1 - x``)."""
+    from menpo.image import Image
+
+    return Image(np.ascontiguousarray(image.pixels[..., ::-1]), copy=False)
+
+
+def read_field_landmarks(
+    dense, landmark_uv, radius, pca=None, n_components=None, mirrored=None
+):
     """Landmarks (crop frame), confidence and visibility from decoded outputs.
 
     Parameters
@@ -121,10 +138,25 @@ def read_field_landmarks(dense, landmark_uv, radius, pca=None, n_components=None
         UV radius of the read-out.
     pca : `ShapePCA`, optional
         Shape model for the clean-up (confidence-weighted reconstruction).
+    n_components : `int`, optional
+    mirrored : ``(dense, permutation)``, optional
+        Test-time flip: the decoded outputs of the mirrored crop and the markup's
+        left/right permutation. Both read-outs are averaged by confidence
+        (:func:`~menpo_densereg.data.markups.average_with_mirror`) before the
+        clean-up; a landmark is visible when it is in either.
     """
     pts, conf, vis = landmarks_from_uv(
         dense["u"], dense["v"], landmark_uv, dense["face_prob"], radius=radius
     )
+    if mirrored is not None:
+        other, perm = mirrored
+        p2, c2, v2 = landmarks_from_uv(
+            other["u"], other["v"], landmark_uv, other["face_prob"], radius=radius
+        )
+        pts, conf = average_with_mirror(
+            pts, p2, dense["u"].shape[1], perm, weights=(conf, c2)
+        )
+        vis = vis | v2[perm]
     if pca is not None:
         pts = pca.reconstruct(pts, conf, n_components=n_components)
     return pts, conf, vis
@@ -268,6 +300,11 @@ class DenseRegInitialiser(Initialiser):
     backend : `str`
         ``"auto"`` (numpy unless torch is already imported), ``"numpy"`` or
         ``"torch"``: what runs the network (:attr:`backend` holds the resolved one).
+    flip : `bool`
+        Test-time flip averaging: the crop and its mirror image run as one batch of
+        two, and the two read-outs are averaged by confidence (mirrored back and
+        relabelled left/right) before the PCA clean-up. About 1.8x the network's time;
+        the markup must have a left/right permutation on the template.
     """
 
     def __init__(
@@ -282,6 +319,7 @@ class DenseRegInitialiser(Initialiser):
         template=None,
         threads=1,
         backend="auto",
+        flip=False,
     ):
         from menpo_densereg.template.face import FaceTemplate
 
@@ -304,6 +342,15 @@ class DenseRegInitialiser(Initialiser):
         self.n_components = n_components
         self.radius = float(radius)
         self.threads = threads
+        self.flip = bool(flip)
+        self._flip_perm = None
+        if self.flip:
+            try:
+                self._flip_perm = self.template.flip_permutation(self.markup)
+            except (ValueError, AttributeError, KeyError) as e:
+                raise ValueError(
+                    f"flip: markup {self.markup!r} has no left/right permutation ({e})"
+                ) from None
         self.name = name or ("DenseReg+PCA" if self.pca else "DenseReg")
 
     # ------------------------------------------------------------------ networks
@@ -344,7 +391,7 @@ class DenseRegInitialiser(Initialiser):
         """Load a fitter folder (``recipe.toml`` + weights).
 
         The recipe's ``[readout]`` table may set ``markup``, ``pca``, ``n_components``,
-        ``radius`` and ``backend`` (``"auto"``, ``"numpy"`` or ``"torch"``, see
+        ``radius``, ``flip`` (test-time flip averaging) and ``backend`` (``"auto"``, ``"numpy"`` or ``"torch"``, see
         :meth:`from_weights`); ``[model] weights`` names the weights file (relative to
         the folder; default ``weights.safetensors``). ``overrides`` win over the recipe.
         """
@@ -357,7 +404,7 @@ class DenseRegInitialiser(Initialiser):
             raise ValueError(f"{path}/recipe.toml: kind {kind!r} is not {KIND!r}")
         weights = path / recipe.get("model", {}).get("weights", "weights.safetensors")
         readout = dict(recipe.get("readout", {}))
-        keys = ("markup", "pca", "n_components", "radius", "threads", "backend")
+        keys = ("markup", "pca", "n_components", "radius", "threads", "backend", "flip")
         kwargs = {k: readout[k] for k in keys if k in readout}
         kwargs["name"] = recipe["fitter"].get("display_name") or recipe["fitter"].get(
             "name"
@@ -375,6 +422,7 @@ class DenseRegInitialiser(Initialiser):
             template=self.template,
             threads=self.threads,
             backend=self.backend,
+            flip=self.flip,
         )
         opts.update(kwargs)
         if "pca" in kwargs and "name" not in kwargs:
@@ -398,18 +446,41 @@ class DenseRegInitialiser(Initialiser):
         """Decoded network outputs for one crop, as numpy ``(S, S)`` arrays."""
         return decode_crop(self.runner, crop, self.config.has_residual, self.threads)
 
-    def read_landmarks(self, dense):
-        """Landmarks (crop frame), confidence, visibility from decoded outputs."""
-        pca = self.pca_models[self.markup] if self.pca else None
-        return read_field_landmarks(
-            dense, self.landmark_uv, self.radius, pca, self.n_components
+    def predict_crop_and_mirror(self, crop):
+        """Decoded outputs of ``crop`` and of its mirror image (one batch of two)."""
+        return decode_crops(
+            self.runner,
+            [crop, mirror_image(crop)],
+            self.config.has_residual,
+            self.threads,
         )
+
+    def read_landmarks(self, dense, mirrored=None):
+        """Landmarks (crop frame), confidence, visibility from decoded outputs
+        (averaged with the read-out of the mirrored crop's outputs ``mirrored``)."""
+        pca = self.pca_models[self.markup] if self.pca else None
+        if mirrored is not None:
+            perm = self._flip_perm
+            if perm is None:
+                perm = self.template.flip_permutation(self.markup)
+            mirrored = (mirrored, perm)
+        return read_field_landmarks(
+            dense, self.landmark_uv, self.radius, pca, self.n_components, mirrored
+        )
+
+    def _predict_landmarks(self, crop):
+        """Decoded outputs of ``crop`` and the landmarks read from them (flip-averaged
+        when :attr:`flip` is set)."""
+        if self.flip:
+            dense, mirrored = self.predict_crop_and_mirror(crop)
+            return dense, self.read_landmarks(dense, mirrored)
+        dense = self.predict_crop(crop)
+        return dense, self.read_landmarks(dense)
 
     def initialise(self, image, bounding_box):
         """Landmarks of ``self.markup`` (image frame) and per-landmark confidence."""
         crop, crop_to_image = self._crop(image, bounding_box)
-        dense = self.predict_crop(crop)
-        pts, conf, _ = self.read_landmarks(dense)
+        _, (pts, conf, _) = self._predict_landmarks(crop)
         return crop_to_image.apply(PointCloud(pts, copy=False)), conf
 
     def dense(self, image, bounding_box, frame="crop"):
@@ -429,7 +500,8 @@ class DenseRegInitialiser(Initialiser):
         ``"mask"`` (`BooleanImage`), ``"face_prob"`` (`Image`), ``"parts"`` (`Image`
         of part labels 0..8, names in ``"part_names"``), ``"crop"`` (the crop the
         network saw), ``"crop_to_image"`` (transform), ``"landmarks"`` (`PointCloud` of
-        ``self.markup`` in the same frame as the maps), ``"confidence"`` and
+        ``self.markup`` in the same frame as the maps; flip-averaged when :attr:`flip`
+        is set, the maps are the unmirrored crop's), ``"confidence"`` and
         ``"visible"`` (per landmark).
         """
         from menpo.image import BooleanImage, Image, MaskedImage
@@ -437,8 +509,7 @@ class DenseRegInitialiser(Initialiser):
         if frame not in ("crop", "image"):
             raise ValueError(f"frame: expected 'crop' or 'image', got {frame!r}")
         crop, crop_to_image = self._crop(image, bounding_box)
-        d = self.predict_crop(crop)
-        pts, conf, vis = self.read_landmarks(d)
+        d, (pts, conf, vis) = self._predict_landmarks(crop)
         mask = d["face_prob"] >= 0.5
         parts = self.template.parts_from_uv(d["u"], d["v"]) * mask
         maps = {
@@ -484,9 +555,10 @@ class DenseRegInitialiser(Initialiser):
 
     def __str__(self):
         pca = f", PCA ({self.markup})" if self.pca else ""
+        flip = ", flip-averaged" if self.flip else ""
         return (
             f"DenseRegInitialiser '{self.name}': {self.runner}; read-out {self.markup} "
-            f"landmarks, UV radius {self.radius}{pca}"
+            f"landmarks, UV radius {self.radius}{pca}{flip}"
         )
 
 

@@ -166,8 +166,9 @@ SCHEMA = {
         "n_components": _i(1),
         "radius": _f(0.0, 1.0, lo_open=True),
         "backend": _s("auto", "numpy", "torch"),
+        "flip": _b(),
     },
-    "inference": {"markup": _s(), "threads": _i(0)},
+    "inference": {"markup": _s(), "threads": _i(0), "flip": _b()},
     "train": {
         "steps": _i(1),
         "batch_size": _i(1),
@@ -247,6 +248,7 @@ SCHEMA = {
         "algorithm": _s(),
         "steps": _i(1),
         "threads": _i(0),
+        "flip": _b(),
         "crop_margin": _f(0.0),
         "max_iters": _Spec("int_or_list", 0),
         "n_shape": _Spec("num_or_list", 0),
