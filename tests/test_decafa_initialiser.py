@@ -196,12 +196,18 @@ def test_flip_averaging_is_mirror_equivariant_for_every_markup():
         a = init.initialise_all(image, box)
         b = init.initialise_all(mirrored, mbox)
         gaps[init.flip] = {
-            m: np.abs(a[m].points - mirror_points(b[m].points, 80, flip_permutation(m))).max()
+            m: np.abs(
+                a[m].points - mirror_points(b[m].points, 80, flip_permutation(m))
+            ).max()
             for m in a
         }
     # an untrained network is not symmetric; the flip-averaged one is, in every markup
     assert max(gaps[False].values()) > 0.05
     assert max(gaps[True].values()) < 1e-4 and len(gaps[True]) == 3
     r = flip.fit_from_bb(image, box)
-    assert np.allclose(r.final_shape.points, flip.initialise_all(image, box)["ibug68"].points)
-    assert r.confidence.shape == (68,) and np.all((r.confidence >= 0) & (r.confidence <= 1))
+    assert np.allclose(
+        r.final_shape.points, flip.initialise_all(image, box)["ibug68"].points
+    )
+    assert r.confidence.shape == (68,) and np.all(
+        (r.confidence >= 0) & (r.confidence <= 1)
+    )

@@ -231,7 +231,9 @@ def test_shipped_densereg_face_on_a_held_out_face():
         assert err < limit, (fitter.name, err)
 
 
-def test_flip_averaging_is_mirror_equivariant_and_recipe_switchable(model_file, tmp_path):
+def test_flip_averaging_is_mirror_equivariant_and_recipe_switchable(
+    model_file, tmp_path
+):
     from menpo_densereg.data.markups import flip_permutation, mirror_points
 
     img = _image()

@@ -276,7 +276,9 @@ def test_flip_averaged_refinement_is_mirror_equivariant():
         fitter = MDMFitter(net.eval(), mean_face_68(), flip=flip)
         a = fitter.fit_from_shape(im, start)
         b = fitter.fit_from_shape(mirrored, mstart)
-        gap = np.abs(a.final_shape.points - mirror_points(b.final_shape.points, width, perm))
+        gap = np.abs(
+            a.final_shape.points - mirror_points(b.final_shape.points, width, perm)
+        )
         assert (gap.max() < 1e-3) if flip else (gap.max() > 0.05)
         assert len(a.shapes) == 1 + TINY["steps"]
     assert "flip-averaged" in str(fitter)

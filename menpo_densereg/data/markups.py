@@ -415,6 +415,7 @@ def flip_permutation(markup):
         raise ValueError(f"markup {name}: no flip permutation defined")
     return FLIP_PERMUTATIONS[name]
 
+
 def mirror_points(points, width, permutation):
     """Points of the horizontally mirrored image, in the mirrored image's frame.
 

@@ -160,7 +160,11 @@ class DecafaInitialiser(Initialiser):
     def with_markup(self, markup):
         """A copy (sharing the network) that returns another trained markup."""
         return type(self)(
-            self.net, markup=markup, name=self.name, threads=self.threads, flip=self.flip
+            self.net,
+            markup=markup,
+            name=self.name,
+            threads=self.threads,
+            flip=self.flip,
         )
 
     def for_markup(self, markup):
