@@ -391,9 +391,10 @@ class DenseRegInitialiser(Initialiser):
         """Load a fitter folder (``recipe.toml`` + weights).
 
         The recipe's ``[readout]`` table may set ``markup``, ``pca``, ``n_components``,
-        ``radius``, ``flip`` (test-time flip averaging) and ``backend`` (``"auto"``, ``"numpy"`` or ``"torch"``, see
-        :meth:`from_weights`); ``[model] weights`` names the weights file (relative to
-        the folder; default ``weights.safetensors``). ``overrides`` win over the recipe.
+        ``radius``, ``flip`` (test-time flip averaging) and ``backend`` (``"auto"``,
+        ``"numpy"`` or ``"torch"``, see :meth:`from_weights`); ``[model] weights`` names
+        the weights file (relative to the folder; default ``weights.safetensors``).
+        ``overrides`` win over the recipe.
         """
         from menpo_densereg.fitting.recipes import load_recipe
 
