@@ -11,10 +11,14 @@ import numpy as np
 from menpo.image import Image
 from menpo.shape import PointCloud
 
-from menpo_densereg.data.markups import check_shape, get_markup
+from menpo_densereg.data.markups import (
+    check_shape,
+    flip_permutation,
+    get_markup,
+    mirror_points,
+)
 
 __all__ = [
-    "MIRROR_68",
     "load_annotated",
     "load_annotated_68",
     "load_folder",
@@ -144,24 +148,12 @@ def pseudo_labelled_68(folders, progress=False):
     return images
 
 
-#: iBUG 68 left/right correspondence used to mirror annotated images.
-MIRROR_68 = np.array(
-    list(range(16, -1, -1))
-    + list(range(26, 16, -1))
-    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
-    + [64, 63, 62, 61, 60, 67, 66, 65]
-)
-
-
 def mirror_image(image, group=None):
     """A left-right mirrored copy of a 68-point annotated image (landmarks re-indexed)."""
     g = pick_group(image, group)
     pts = np.asarray(image.landmarks[g].points, dtype=float)
     check_shape(pts, get_markup("68"), "mirror_image landmarks")
     out = Image(image.pixels[:, :, ::-1].copy(), copy=False)
-    new = pts[MIRROR_68].copy()
-    new[:, 1] = image.shape[1] - 1 - new[:, 1]
+    new = mirror_points(pts, image.shape[1], flip_permutation("ibug68"))
     out.landmarks["PTS"] = PointCloud(new)
     return out

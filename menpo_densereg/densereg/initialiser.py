@@ -40,8 +40,6 @@ from menpo_densereg.fitting.weights import WeightsError, load_weights, save_weig
 __all__ = [
     "DenseRegInitialiser",
     "from_fitter_dir",
-    "decode_crops",
-    "mirror_image",
     "save_densereg",
     "load_densereg",
     "resolve_backend",
@@ -95,13 +93,12 @@ def torch_from_numpy_net(net):
     return torch_net.eval()
 
 
-def decode_crops(net, crops, residual=True, threads=1):
-    """Run a DenseReg network (torch or numpy) on menpo crops of one size, as one batch;
-    a `list` of decoded outputs (numpy ``(S, S)`` arrays) per crop."""
-    x = np.stack([image_to_array(c) for c in crops])
+def decode_batch(net, x, residual=True, threads=1):
+    """Run a DenseReg network (torch or numpy) on a ``(B, 3, S, S)`` float32 batch; a
+    `list` of decoded outputs (numpy ``(S, S)`` arrays), one per item."""
     if _is_numpy_net(net):
         dec = net.decode(x, residual=residual, threads=threads)
-        return [{k: v[i] for k, v in dec.items()} for i in range(len(crops))]
+        return [{k: v[i] for k, v in dec.items()} for i in range(len(x))]
     import torch
 
     from menpo_densereg.densereg.network import decode_uv
@@ -109,20 +106,13 @@ def decode_crops(net, crops, residual=True, threads=1):
 
     with torch_threads(threads), torch.inference_mode():
         dec = decode_uv(net(torch.from_numpy(x)), residual=residual)
-    return [{k: v[i].numpy() for k, v in dec.items()} for i in range(len(crops))]
+    return [{k: v[i].numpy() for k, v in dec.items()} for i in range(len(x))]
 
 
 def decode_crop(net, crop, residual=True, threads=1):
     """Run a DenseReg network (torch or numpy) on one menpo crop; decoded outputs as
     numpy ``(S, S)`` arrays."""
-    return decode_crops(net, [crop], residual=residual, threads=threads)[0]
-
-
-def mirror_image(image):
-    """A menpo image mirrored left-right (pixel ``x`` becomes ``width - 1 - x``)."""
-    from menpo.image import Image
-
-    return Image(np.ascontiguousarray(image.pixels[..., ::-1]), copy=False)
+    return decode_batch(net, image_to_array(crop)[None], residual, threads)[0]
 
 
 def read_field_landmarks(
@@ -303,8 +293,8 @@ class DenseRegInitialiser(Initialiser):
     flip : `bool`
         Test-time flip averaging: the crop and its mirror image run as one batch of
         two, and the two read-outs are averaged by confidence (mirrored back and
-        relabelled left/right) before the PCA clean-up. About 1.8x the network's time;
-        the markup must have a left/right permutation on the template.
+        relabelled left/right by the template's flip permutation) before the PCA
+        clean-up. About 1.8x the network's time.
     """
 
     def __init__(
@@ -343,14 +333,9 @@ class DenseRegInitialiser(Initialiser):
         self.radius = float(radius)
         self.threads = threads
         self.flip = bool(flip)
-        self._flip_perm = None
-        if self.flip:
-            try:
-                self._flip_perm = self.template.flip_permutation(self.markup)
-            except (ValueError, AttributeError, KeyError) as e:
-                raise ValueError(
-                    f"flip: markup {self.markup!r} has no left/right permutation ({e})"
-                ) from None
+        self._flip_perm = (
+            self.template.flip_permutation(self.markup) if self.flip else None
+        )
         self.name = name or ("DenseReg+PCA" if self.pca else "DenseReg")
 
     # ------------------------------------------------------------------ networks
@@ -449,9 +434,10 @@ class DenseRegInitialiser(Initialiser):
 
     def predict_crop_and_mirror(self, crop):
         """Decoded outputs of ``crop`` and of its mirror image (one batch of two)."""
-        return decode_crops(
+        x = image_to_array(crop)
+        return decode_batch(
             self.runner,
-            [crop, mirror_image(crop)],
+            np.stack([x, x[..., ::-1]]),
             self.config.has_residual,
             self.threads,
         )
