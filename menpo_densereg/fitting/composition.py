@@ -25,7 +25,7 @@ from menpo_densereg.fitting.base import (
     Initialiser,
     attach_image,
     box_from_shape,
-    check_image,
+    checked_image,
 )
 from menpo_densereg.data.markups import check_shape, convert, get_markup
 
@@ -238,7 +238,11 @@ class InitialisedFitter:
         return ""
 
     def _run(self, image, init_call, gt_shape, refiner_kwargs=None):
-        check_image(image)
+        # the input is checked once for every stage (checked_image)
+        with checked_image(image):
+            return self._run_stages(image, init_call, gt_shape, refiner_kwargs)
+
+    def _run_stages(self, image, init_call, gt_shape, refiner_kwargs):
         t0 = time.perf_counter()
         init_res = init_call()
         t1 = time.perf_counter()

@@ -27,7 +27,12 @@ import torch.nn.functional as F
 from menpo.shape import PointCloud
 
 from menpo_densereg.data.crop import crop_face
-from menpo_densereg.fitting.base import attach_image, box_from_shape, check_image
+from menpo_densereg.fitting.base import (
+    attach_image,
+    box_from_shape,
+    check_image,
+    checked_image,
+)
 from menpo_densereg.data.markups import (
     check_shape,
     flip_permutation,
@@ -349,10 +354,12 @@ class MDMFitter:
 
     def fit_from_bb(self, image, bounding_box, gt_shape=None, **kwargs):
         """Start from the box (aligned mean shape, or the initialiser) and refine."""
-        check_image(image)
-        return self.fit_from_shape(
-            image, self.initial_shape_from_bb(image, bounding_box), gt_shape=gt_shape
-        )
+        with checked_image(image):
+            return self.fit_from_shape(
+                image,
+                self.initial_shape_from_bb(image, bounding_box),
+                gt_shape=gt_shape,
+            )
 
     def __str__(self):
         start = (
