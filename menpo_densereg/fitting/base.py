@@ -76,11 +76,18 @@ def check_image(image, what="image", min_size=16):
         raise ValueError(f"{what}: expected float pixels in [0, 1]")
     if id(image) in _checked_ids():  # inside checked_image(image): pixels already seen
         return image
-    # one pass without a boolean copy: a sum is finite iff every pixel is (float64
-    # accumulation cannot overflow for float32/float64 pixels of a real image)
-    if not np.isfinite(image.pixels.sum(dtype=np.float64)):
+    if not _pixels_are_finite(image.pixels):
         raise ValueError(f"{what}: contains NaN or infinite pixels")
     return image
+
+
+def _pixels_are_finite(pixels):
+    """Whether every pixel is finite, in one pass and without a boolean copy.
+
+    A sum is finite iff every term is (float64 accumulation cannot overflow for the
+    float32/float64 pixels of a real image).
+    """
+    return bool(np.isfinite(pixels.sum(dtype=np.float64)))
 
 
 @contextlib.contextmanager
