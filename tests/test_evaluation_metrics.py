@@ -9,6 +9,7 @@ from menpo_densereg.evaluation.metrics import (
     failure_rate,
     nme,
     normaliser,
+    paired_difference,
     plot_ced,
     point_errors,
     stats_table,
@@ -71,3 +72,39 @@ def test_error_stats_and_table():
 def test_plot_ced_writes_png(tmp_path):
     p = plot_ced({"a": [0.01, 0.05], "b": [0.02, 0.2]}, tmp_path / "ced.png")
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paired_difference_is_the_mean_difference_with_an_interval_around_it():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.02, 0.08, 200)
+    better = a - 0.01 + rng.normal(0, 0.002, 200)
+    mean, lo, hi = paired_difference(a, better)
+    assert mean == pytest.approx(np.mean(better - a))
+    assert lo < mean < hi < 0  # clearly better: the whole interval is below 0
+    same = a + rng.normal(0, 0.002, 200)
+    _, lo, hi = paired_difference(a, same)
+    assert lo < 0 < hi  # no difference: the interval straddles 0
+    assert paired_difference(a, same) == paired_difference(a, same)  # seeded
+
+
+def test_paired_difference_resamples_people_not_frames():
+    # 10 people x 20 frames; each person's frames share one offset: the frames are
+    # not independent, and the interval over people must be wider than over frames
+    rng = np.random.default_rng(2)
+    people = np.repeat(np.arange(10), 20)
+    a = rng.uniform(0.02, 0.08, 200)
+    b = a + rng.normal(0, 0.01, 10)[people]
+    _, lo_f, hi_f = paired_difference(a, b)
+    _, lo_p, hi_p = paired_difference(a, b, groups=people)
+    assert hi_p - lo_p > 2 * (hi_f - lo_f)
+
+
+def test_paired_difference_refuses_mismatched_or_nan_errors():
+    with pytest.raises(ValueError, match="one length"):
+        paired_difference([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_difference([0.1, np.nan], [0.1, 0.2])
+    with pytest.raises(ValueError, match="groups"):
+        paired_difference([0.1, 0.2], [0.1, 0.2], groups=[0])
+    with pytest.raises(ValueError, match="no images"):
+        paired_difference([], [])
