@@ -30,7 +30,10 @@ fall back to the GT box (counted in the table). Fitters: dlib, ``densereg-face``
 ``decafa-face``, ``decafa-face`` + MDM, ``densereg-aam-face`` (``--aam`` names the AAM
 chains: ``--aam densereg-aam-face --aam decafa-aam-face``);
 ``--mdm`` picks the MDM refiner (a fitter name or folder; repeat it to compare a
-candidate with the shipped one before shipping it). NME by the outer eye corners
+candidate with the shipped one before shipping it; ``--densereg`` and ``--decafa`` too:
+a model given twice or more is paired, every candidate against the first, in
+``paired.md`` with 95 % intervals over people, ``menpo_densereg.evaluation.paired``).
+NME by the outer eye corners
 (36, 45). Prints a table per set and box
 protocol (mean, median, FR@0.08) and writes ``per_image.csv`` and CED PNGs to ``--out``.
 """
@@ -161,6 +164,31 @@ def build_fitters(
     for a in aam_specs:
         out[Path(str(a)).name] = load_fitter(str(a))
     return out
+
+
+def candidate_pairs(mdm_specs, densereg_specs=None, decafa_specs=None):
+    """``[(reference tag, candidate tag)]``: each candidate against the first spec.
+
+    A model given more than once (``--mdm mdm-face --mdm fitters/_mdm8``) is a candidate
+    comparison: the first is the reference, every other one a candidate, paired image by
+    image in every chain that holds it (the tags as :func:`build_fitters` names them).
+    DenseReg's default pair (the raw and the PCA read-out) is not a comparison, so
+    DenseReg is paired only when ``--densereg`` was given.
+    """
+    pairs = []
+    for specs, fmt in (
+        (mdm_specs, "MDM[{}]"),
+        (densereg_specs, "densereg-face[{}]"),
+        (decafa_specs, "decafa-face[{}]"),
+    ):
+        names = [Path(str(s)).name for s in specs or ()]
+        if len(set(names)) < len(names):
+            raise ValueError(
+                f"{fmt.format('')[:-2]}: two models named alike in {names}: the "
+                "chains are told apart by folder name"
+            )
+        pairs += [(fmt.format(names[0]), fmt.format(n)) for n in names[1:]]
+    return pairs
 
 
 YTF_OWN = "ytf68 people, own convention"
@@ -306,8 +334,12 @@ def main(argv=None):
     data = Path(args.data).resolve()
     if not data.is_dir():
         raise SystemExit(f"--data: {data} not found")
-    sets = held_out_sets(data, args.per_person, args.limit, args.large_pose)
     mdms = args.mdm or ["mdm-face"]
+    try:
+        pairs = candidate_pairs(mdms, args.densereg, args.decafa)
+    except ValueError as e:
+        raise SystemExit(f"--mdm / --densereg / --decafa: {e}")
+    sets = held_out_sets(data, args.per_person, args.limit, args.large_pose)
     # both DenseReg read-outs: the raw one and the PCA-cleaned start of densereg-mdm-face
     denseregs = args.densereg or ["densereg-face", "densereg-face-pca"]
     print({k: len(v) for k, v in sets.items()}, "images; MDM:", mdms, denseregs)
@@ -338,7 +370,22 @@ def main(argv=None):
                     errs.setdefault(r["method"], []).append(r["nme"])
             slug = s.split()[0]
             plot_ced(errs, out / f"ced_{slug}_{b}.png", title=f"{s}, {b} boxes")
-    print(f"wrote {out}/table.md, per_image.csv, ced_*.png")
+    if pairs:
+        from menpo_densereg.evaluation.paired import compare_methods, paired_table
+
+        texts = []
+        for ref, cand in pairs:
+            for b in ("detector", "gt"):
+                paired = compare_methods(records, ref, cand, boxes=b)
+                if paired:
+                    texts.append(paired_table(paired, ref, cand, boxes=b))
+        text = "\n".join(texts)
+        print(text)
+        atomic_write_text(out / "paired.md", text)
+    print(
+        f"wrote {out}/table.md, per_image.csv, ced_*.png"
+        + (", paired.md" if pairs else "")
+    )
 
 
 if __name__ == "__main__":
