@@ -103,3 +103,23 @@ def test_engine_renders_get_initialiser_starts():
         assert np.all(np.isfinite(f.init))
     plain = _engine_faces([im], 2, data, seed=1)
     assert len(plain) == 2 and all(f.init is None for f in plain)
+
+
+def test_init_weights_may_change_the_frame_but_not_the_architecture():
+    from menpo_densereg.mdm.fitter import MDMNet
+    from menpo_densereg.mdm.train import check_init_config
+
+    old = MDMNet().config
+    new = MDMNet(crop_size=168, patch_scale=[3.0, 2.4, 1.6, 1.0]).config
+    moved = check_init_config(old, new)
+    assert moved == {
+        "crop_size": (112, 168),
+        "patch_scale": ([2.0, 1.6, 1.25, 1.0], [3.0, 2.4, 1.6, 1.0]),
+    }
+    assert check_init_config(old, MDMNet().config) == {}
+    # the frame-changed network takes the old weights as they are
+    MDMNet(**new).load_state_dict(MDMNet(**old).state_dict(), strict=True)
+    with pytest.raises(ValueError, match="architecture.*hidden"):
+        check_init_config(old, MDMNet(hidden=128).config)
+    with pytest.raises(ValueError, match="channels"):
+        check_init_config(old, MDMNet(channels=[8, 16, 64]).config)

