@@ -21,16 +21,16 @@ import pytest
 #: (16 faces, 7 ears; measured 2026-12-02 with densereg-face v4, decafa-face v4, mdm-face v5, aam-face v3;
 #: the three MDM rows re-measured with mdm-face v6, densereg-mdm-face now starting from densereg-face-pca;
 #: the DenseReg and MDM rows re-measured in session 4 with densereg-face v6 (flip-averaged)
-#: and mdm-face v7; the three DeCaFA rows re-measured in session 7 with decafa-face v6)
+#: and mdm-face v7; the three DeCaFA rows re-measured in session 8 with decafa-face v7)
 MEASURED = {
     "aam-ear": 11.21,
     "aam-face": 6.64,
     "box-aam-ear": 11.21,
     "box-aam-face": 6.66,
     "box-mdm-ear": 9.07,
-    "decafa-aam-face": 6.97,
-    "decafa-face": 5.95,
-    "decafa-mdm-face": 5.80,
+    "decafa-aam-face": 7.00,
+    "decafa-face": 5.68,
+    "decafa-mdm-face": 5.75,
     "densereg-aam-ear": 10.68,
     "densereg-aam-face": 6.82,
     "densereg-ear": 11.92,
