@@ -478,8 +478,11 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     drawn from the renders), ``engine_initialiser`` (initialiser starts on the
     renders too, :func:`_engine_faces`)),
     ``pseudo68`` (folders of other markups whose images get cached 68-point
-    pseudo-labels, :mod:`menpo_densereg.data.pseudolabels`),
+    pseudo-labels, :mod:`menpo_densereg.data.pseudolabels`), ``pre_size`` (side of the
+    source pre-crops, default 192: raise it with ``crop_size``, :func:`faces_from_images`),
     ``[augment]`` (:data:`AUGMENT_DEFAULTS`), ``[train]`` (:class:`TrainConfig`).
+    ``[mdm] init_weights`` may have another frame than the recipe's
+    (:func:`check_init_config`).
     """
     from menpo_densereg.data.annotated import load_annotated, load_annotated_68
     from menpo_densereg.fitting.composition import _load_named, mean_face_68
