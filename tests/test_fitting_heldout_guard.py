@@ -21,7 +21,8 @@ import pytest
 #: (16 faces, 7 ears; measured 2026-12-02 with densereg-face v4, decafa-face v4, mdm-face v5, aam-face v3;
 #: the three MDM rows re-measured with mdm-face v6, densereg-mdm-face now starting from densereg-face-pca;
 #: the DenseReg and MDM rows re-measured in session 4 with densereg-face v6 (flip-averaged)
-#: and mdm-face v7; the three DeCaFA rows re-measured in session 8 with decafa-face v7)
+#: and mdm-face v7; the three DeCaFA rows re-measured in session 8 with decafa-face v7, and the
+#: two MDM chains with their new refiner mdm-chain-face)
 MEASURED = {
     "aam-ear": 11.21,
     "aam-face": 6.64,
@@ -30,7 +31,7 @@ MEASURED = {
     "box-mdm-ear": 9.07,
     "decafa-aam-face": 7.00,
     "decafa-face": 5.68,
-    "decafa-mdm-face": 5.75,
+    "decafa-mdm-face": 5.60,
     "densereg-aam-ear": 10.68,
     "densereg-aam-face": 6.82,
     "densereg-ear": 11.92,
@@ -38,7 +39,8 @@ MEASURED = {
     "densereg-face": 6.63,
     "densereg-face-pca": 5.49,
     "densereg-mdm-ear": 11.82,
-    "densereg-mdm-face": 5.30,
+    "densereg-mdm-face": 5.24,
+    "mdm-chain-face": 5.79,
     "mdm-ear": 9.07,
     "mdm-face": 5.60,
 }
