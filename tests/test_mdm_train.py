@@ -123,3 +123,56 @@ def test_init_weights_may_change_the_frame_but_not_the_architecture():
         check_init_config(old, MDMNet(hidden=128).config)
     with pytest.raises(ValueError, match="channels"):
         check_init_config(old, MDMNet(channels=[8, 16, 64]).config)
+
+
+def test_step_weights_are_checked_against_the_steps():
+    from menpo_densereg.mdm.train import check_step_weights
+
+    assert check_step_weights(None, 4) is None
+    assert check_step_weights([0.1, 0.3, 0.6, 1], 4) == [0.1, 0.3, 0.6, 1.0]
+    for bad in ([1.0, 1.0], [1.0, -0.1, 1.0, 1.0], [1.0, float("nan"), 1.0, 1.0]):
+        with pytest.raises(ValueError, match=r"step_weights: expected 4"):
+            check_step_weights(bad, 4)
+    with pytest.raises(ValueError, match="at least one"):
+        check_step_weights([0, 0, 0, 0], 4)
+
+
+def test_step_weights_weigh_each_steps_error():
+    import torch
+
+    from menpo_densereg.mdm.fitter import MDMNet
+    from menpo_densereg.mdm.train import mdm_loss
+
+    torch.manual_seed(0)
+    net = MDMNet(
+        crop_size=64, patch_size=8, patch_scale=1.5, channels=[4, 8], hidden=32, steps=3
+    )
+    gt = torch.rand(2, 68, 2) * 30 + 17
+    batch = {
+        "image": torch.rand(2, 1, 64, 64),
+        "gt": gt,
+        "start": gt + torch.randn(2, 68, 2) * 3,
+        "norm": torch.tensor([20.0, 25.0]),
+    }
+    with torch.no_grad():
+        shapes = net(batch["image"], batch["start"])
+        errors = [
+            float(((s - gt).norm(dim=-1).mean(dim=1) / batch["norm"]).mean())
+            for s in shapes
+        ]
+        plain = float(mdm_loss(net, batch, "cpu")[0])
+        last = float(mdm_loss(net, batch, "cpu", step_weights=[0, 0, 1])[0])
+        mixed = float(mdm_loss(net, batch, "cpu", step_weights=[0.5, 0, 2])[0])
+    np.testing.assert_allclose(plain, sum(errors), rtol=1e-5)
+    np.testing.assert_allclose(last, errors[-1], rtol=1e-5)
+    np.testing.assert_allclose(mixed, 0.5 * errors[0] + 2 * errors[2], rtol=1e-5)
+
+
+def test_recipe_step_weights_must_be_numbers():
+    from menpo_densereg.fitting.recipes import RecipeError, validate_recipe
+
+    ok = {"fitter": {"kind": "mdm"}, "loss": {"step_weights": [0.1, 0.3, 0.6, 1.0]}}
+    assert validate_recipe(ok) is ok
+    bad = {"fitter": {"kind": "mdm"}, "loss": {"step_weights": "late"}}
+    with pytest.raises(RecipeError, match="step_weights"):
+        validate_recipe(bad)

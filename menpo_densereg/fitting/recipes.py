@@ -292,6 +292,8 @@ SCHEMA = {
         "residual_weight": _f(0.0),
         "smooth_l1_beta": _f(0.0, lo_open=True),
         "schedule": _s(),
+        # MDM: the loss weight of each step (menpo_densereg.mdm.train.mdm_loss)
+        "step_weights": _Spec("list_num", 0.0),
     },
     "dlib": {"model_path": _s(), "box_scale": _f(0.0, lo_open=True)},
     "validation": None,  # a list of tables (DeCaFA validation sets)

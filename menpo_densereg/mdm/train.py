@@ -21,6 +21,7 @@ engine (:func:`menpo_densereg.training.train_loop`) and writes ``mdm.safetensors
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "train_mdm",
     "train_from_recipe",
     "check_init_config",
+    "check_step_weights",
     "AUGMENT_DEFAULTS",
     "FRAME_KEYS",
 ]
@@ -357,17 +359,23 @@ def _iod(gt):
     return (gt[:, 36] - gt[:, 45]).norm(dim=-1).clamp_min(1.0)
 
 
-def mdm_loss(model, batch, device):
-    """Sum over steps of the mean point error / the markup's normaliser.
+def mdm_loss(model, batch, device, step_weights=None):
+    """Weighted sum over steps of the mean point error / the markup's normaliser.
 
     The normaliser is ``batch["norm"]`` (the markup's: outer-eye distance for 68
     points, GT box average edge for ears), else the 68-point outer-eye distance.
+    ``step_weights``: one non-negative weight per step (default: 1 each, the
+    paper's sum). Lower early weights let the coarse first steps leave a good start
+    alone instead of each step being trained to be best on its own.
     """
     shapes = model(batch["image"], batch["start"])
     gt = batch["gt"]
     iod = batch["norm"] if "norm" in batch else _iod(gt)
     losses = [((s - gt).norm(dim=-1).mean(dim=1) / iod).mean() for s in shapes]
-    loss = sum(losses)
+    if step_weights is None:
+        loss = sum(losses)
+    else:
+        loss = sum(float(w) * l for w, l in zip(step_weights, losses))
     with torch.no_grad():
         start = ((batch["start"] - gt).norm(dim=-1).mean(dim=1) / iod).mean()
     return loss, {"nme_start": float(start), "nme_final": float(losses[-1].detach())}
@@ -400,10 +408,12 @@ def train_mdm(
     val_fn=None,
     face_weights=None,
     init_state=None,
+    step_weights=None,
 ):
     """Train an :class:`MDMNet` on :class:`SourceFace` s; returns ``(net, history)``.
 
     ``init_state``: a state dict to start from (fine-tuning a shipped MDM).
+    ``step_weights``: the loss weight of each step (:func:`mdm_loss`).
     """
     from menpo_densereg.training import TrainConfig, seed_everything, train_loop
 
@@ -422,9 +432,32 @@ def train_mdm(
         seed=cfg.seed,
         face_weights=face_weights,
     )
-    history = train_loop(net, data, mdm_loss, cfg, val_fn=val_fn)
+    weights = check_step_weights(step_weights, net.config["steps"])
+    loss_fn = mdm_loss if weights is None else partial(mdm_loss, step_weights=weights)
+    history = train_loop(net, data, loss_fn, cfg, val_fn=val_fn)
     net.eval()
     return net, history
+
+
+def check_step_weights(step_weights, steps):
+    """``step_weights`` as a list of floats (or `None`), checked against ``steps``.
+
+    Raises
+    ------
+    ValueError
+        If there is not one finite, non-negative weight per step, or all are 0.
+    """
+    if step_weights is None:
+        return None
+    w = np.asarray(step_weights, dtype=float).ravel()
+    if w.shape != (int(steps),) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(
+            f"[loss] step_weights: expected {int(steps)} finite non-negative "
+            f"weights (one per MDM step), got {list(step_weights)}"
+        )
+    if not w.sum() > 0:
+        raise ValueError("[loss] step_weights: at least one weight must be > 0")
+    return [float(x) for x in w]
 
 
 #: Keys of an MDM configuration that set its frame, not its weights' shapes.
@@ -480,7 +513,8 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     ``pseudo68`` (folders of other markups whose images get cached 68-point
     pseudo-labels, :mod:`menpo_densereg.data.pseudolabels`), ``pre_size`` (side of the
     source pre-crops, default 192: raise it with ``crop_size``, :func:`faces_from_images`),
-    ``[augment]`` (:data:`AUGMENT_DEFAULTS`), ``[train]`` (:class:`TrainConfig`).
+    ``[augment]`` (:data:`AUGMENT_DEFAULTS`), ``[loss]`` (``step_weights``, one per
+    step, :func:`mdm_loss`), ``[train]`` (:class:`TrainConfig`).
     ``[mdm] init_weights`` may have another frame than the recipe's
     (:func:`check_init_config`).
     """
@@ -509,6 +543,10 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         copy = Path(tempfile.mkdtemp(prefix="mdm-init-")) / init_weights.name
         shutil.copy2(init_weights, copy)
         init_weights = copy
+    # checked before minutes of data building
+    step_weights = check_step_weights(
+        recipe.get("loss", {}).get("step_weights"), MDMNet(**mcfg).config["steps"]
+    )
     data = dict(recipe.get("data", {}))
     folders = [_resolve(f, base) for f in data.get("train", [])]
     markup = get_markup(mcfg.get("markup", "ibug68")).name
@@ -615,6 +653,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         augment,
         face_weights=face_weights,
         init_state=init_state,
+        step_weights=step_weights,
     )
     last = history["train"][-1] if history["train"] else {}
     extra = {
@@ -643,6 +682,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         "device": history["device"],
         "final_train_logs": {k: float(v) for k, v in last.items()},
         "augment": augment,
+        "step_weights": step_weights,
     }
     save_mdm(net, mean, weights, extra=extra)
     print(
