@@ -108,3 +108,28 @@ def test_paired_difference_refuses_mismatched_or_nan_errors():
         paired_difference([0.1, 0.2], [0.1, 0.2], groups=[0])
     with pytest.raises(ValueError, match="no images"):
         paired_difference([], [])
+
+
+def test_region_nme_scores_each_part_of_the_markup():
+    from menpo_densereg.evaluation.metrics import region_nme
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0, 100, (68, 2))
+    gt[36], gt[45] = (50.0, 20.0), (50.0, 80.0)  # outer eye corners 60 px apart
+    pred = gt.copy()
+    pred[48:68] += (3.0, 4.0)  # the mouth off by 5 px
+    pred[42:48, 0] += 6.0  # the right eye off by 6 px
+    parts = region_nme(PointCloud(pred), PointCloud(gt))
+    assert set(parts) == {"jaw", "eyebrow", "nose", "eye", "mouth"}
+    np.testing.assert_allclose(parts["mouth"], 5 / 60)
+    # left and right pooled: half of the eye points are off by 6 px
+    np.testing.assert_allclose(parts["eye"], 3 / 60)
+    assert parts["jaw"] == parts["nose"] == parts["eyebrow"] == 0.0
+    sides = region_nme(pred, gt, merge_sides=False)
+    np.testing.assert_allclose([sides["left_eye"], sides["right_eye"]], [0, 6 / 60])
+    # the parts' point-weighted mean is the NME
+    n = {"jaw": 17, "eyebrow": 10, "nose": 9, "eye": 12, "mouth": 20}
+    total = sum(parts[k] * n[k] for k in n) / 68
+    np.testing.assert_allclose(total, nme(pred, gt))
+    with pytest.raises(ValueError, match="no parts known"):
+        region_nme(np.zeros((7, 2)), np.ones((7, 2)))

@@ -20,6 +20,7 @@ __all__ = [
     "point_errors",
     "normaliser",
     "nme",
+    "region_nme",
     "ced",
     "auc",
     "failure_rate",
@@ -77,6 +78,41 @@ def nme(pred, gt, markup=None, kind=None):
     if not d > 0:
         raise ValueError("ground truth: zero normalising distance")
     return float(np.nanmean(e) / d)
+
+
+def region_nme(pred, gt, markup=None, kind=None, merge_sides=True):
+    """NME of each part of a markup: ``{part: mean error of its points / normaliser}``.
+
+    Parameters
+    ----------
+    pred, gt : `PointCloud` or ``(n, 2)`` arrays of the same markup
+    markup : `Markup` or `str`, optional
+        Defaults to the markup with ``gt``'s point count; its ``groups`` are the parts.
+    kind : see :func:`normaliser`
+    merge_sides : `bool`
+        Pool ``left_X`` and ``right_X`` into one part ``X`` (``left_eye`` and
+        ``right_eye`` become ``eye``), as 68-point studies report them.
+
+    Raises
+    ------
+    ValueError
+        If the markup is unknown or has no parts, or the shapes differ.
+    """
+    e = point_errors(pred, gt)
+    m = get_markup(markup) if markup is not None else markup_for_n_points(len(e))
+    if m is None or not getattr(m, "groups", None):
+        raise ValueError(f"region_nme: no parts known for a {len(e)}-point markup")
+    d = normaliser(gt, m, kind)
+    if not d > 0:
+        raise ValueError("ground truth: zero normalising distance")
+    parts = {}
+    for name, idx in m.groups.items():
+        if merge_sides:
+            for side in ("left_", "right_"):
+                if name.startswith(side):
+                    name = name[len(side) :]
+        parts.setdefault(name, []).extend(idx)
+    return {k: float(np.nanmean(e[list(v)]) / d) for k, v in parts.items()}
 
 
 def ced(errors, thresholds):
