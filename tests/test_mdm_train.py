@@ -166,6 +166,8 @@ def test_step_weights_weigh_each_steps_error():
     np.testing.assert_allclose(plain, sum(errors), rtol=1e-5)
     np.testing.assert_allclose(last, errors[-1], rtol=1e-5)
     np.testing.assert_allclose(mixed, 0.5 * errors[0] + 2 * errors[2], rtol=1e-5)
+    with pytest.raises(ValueError, match="2 weights for 3 steps"):
+        mdm_loss(net, batch, "cpu", step_weights=[1, 1])
 
 
 def test_recipe_step_weights_must_be_numbers():

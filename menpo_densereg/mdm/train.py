@@ -375,6 +375,10 @@ def mdm_loss(model, batch, device, step_weights=None):
     if step_weights is None:
         loss = sum(losses)
     else:
+        if len(step_weights) != len(losses):
+            raise ValueError(
+                f"step_weights: {len(step_weights)} weights for {len(losses)} steps"
+            )
         loss = sum(float(w) * l for w, l in zip(step_weights, losses))
     with torch.no_grad():
         start = ((batch["start"] - gt).norm(dim=-1).mean(dim=1) / iod).mean()
