@@ -27,20 +27,34 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+def face_boxes(images, boxes="detector", detector="cascade"):
+    """One box per image: the tight GT box (``"gt"``) or the calibrated detection."""
+    from menpo_densereg.data.boxes import box_from_landmarks, detector_box
+
+    if boxes == "gt":
+        return [box_from_landmarks(im.landmarks["PTS"]) for im in images]
+    return [
+        detector_box(im, im.landmarks["PTS"], detector=detector)[0] for im in images
+    ]
+
+
 def step_parts(chain, images, boxes="detector", detector="cascade", progress=True):
-    """``[{part: [NME per image]}]``: index 0 is the start, then one per MDM step."""
+    """``[{part: [NME per image]}]``: index 0 is the start, then one per MDM step.
+
+    ``boxes``: ``"gt"``, ``"detector"`` or one box per image (:func:`face_boxes`, to
+    give several chains the same boxes without detecting twice).
+    """
     from tqdm.auto import tqdm
 
-    from menpo_densereg.data.boxes import box_from_landmarks, detector_box
     from menpo_densereg.evaluation.metrics import nme, region_nme
 
+    if isinstance(boxes, str):
+        boxes = face_boxes(images, boxes, detector)
     per_step = []
-    for im in tqdm(images, desc=getattr(chain, "name", "chain"), disable=not progress):
+    items = zip(images, boxes)
+    desc = getattr(chain, "name", "chain")
+    for im, box in tqdm(items, total=len(images), desc=desc, disable=not progress):
         gt = im.landmarks["PTS"]
-        if boxes == "gt":
-            box = box_from_landmarks(gt)
-        else:
-            box, _ = detector_box(im, gt, detector=detector)
         start = chain.initialiser.fit_from_bb(im, box).final_shape
         res = chain.refiner.fit_from_shape(im, start)
         # menpofit's iterative result: shapes[0] is the start, then one per step
@@ -117,12 +131,13 @@ def main(argv=None):
         raise SystemExit(f"--data: {data} not found")
     sets = hp.held_out_sets(data, args.per_person, None, 0)
     chains = {}
+    refiner = load_fitter(args.refiner) if args.refiner else None
     for name in args.chain or ["densereg-mdm-face", "decafa-mdm-face"]:
         chain = load_fitter(name)
         if not hasattr(chain, "initialiser") or not hasattr(chain, "refiner"):
             raise SystemExit(f"--chain {name}: not an initialiser + refiner chain")
-        if args.refiner:
-            chain = InitialisedFitter(chain.initialiser, load_fitter(args.refiner))
+        if refiner is not None:
+            chain = InitialisedFitter(chain.initialiser, refiner)
             name = f"{name}[{Path(args.refiner).name}]"
         chains[name] = chain
     out = Path(args.out)
@@ -130,8 +145,9 @@ def main(argv=None):
     texts = []
     for set_name, paths in sets.items():
         images = hp._load(paths)
+        boxes = face_boxes(images, args.boxes)  # the same boxes for every chain
         for name, chain in chains.items():
-            per_step = step_parts(chain, images, boxes=args.boxes)
+            per_step = step_parts(chain, images, boxes=boxes)
             title = f"{set_name}, {name}, {args.boxes} boxes"
             texts.append(steps_table(per_step, title))
             print(texts[-1])

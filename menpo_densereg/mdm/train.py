@@ -31,7 +31,7 @@ from menpo.shape import PointCloud
 
 from menpo_densereg.data.crop import crop_face
 from menpo_densereg.fitting.base import box_from_shape
-from menpo_densereg.mdm.fitter import MDMNet, save_mdm
+from menpo_densereg.mdm.fitter import MDMNet, _config, save_mdm
 
 __all__ = [
     "SourceFace",
@@ -547,9 +547,11 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         copy = Path(tempfile.mkdtemp(prefix="mdm-init-")) / init_weights.name
         shutil.copy2(init_weights, copy)
         init_weights = copy
-    # checked before minutes of data building
+    # the network's configuration without building it; checked before minutes of data
+    # building
+    net_config = _config(**mcfg)
     step_weights = check_step_weights(
-        recipe.get("loss", {}).get("step_weights"), MDMNet(**mcfg).config["steps"]
+        recipe.get("loss", {}).get("step_weights"), net_config["steps"]
     )
     data = dict(recipe.get("data", {}))
     folders = [_resolve(f, base) for f in data.get("train", [])]
@@ -642,7 +644,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         from menpo_densereg.mdm.fitter import load_mdm
 
         init_net, init_mean, init_header = load_mdm(init_weights)
-        moved = check_init_config(init_header["config"], MDMNet(**mcfg).config)
+        moved = check_init_config(init_header["config"], net_config)
         init_state = init_net.state_dict()
         mean = init_mean
         print(
