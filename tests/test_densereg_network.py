@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -104,3 +106,31 @@ def test_bin_targets_convention():
     )
     cls, _, _ = bin_targets(u, torch.zeros_like(u), 10)
     assert cls.sum() == 0
+
+
+def test_decoded_probabilities_match_a_float64_softmax_also_on_background():
+    # the chosen bin's probability given face, p_bin / (1 - p_bg), and the background
+    # probability, from float32 logits where the background wins by far: no 1 - p
+    # cancellation (the old decoder lost 2e-3 there to rounding)
+    from menpo_densereg.densereg.numpy_net import decode_uv_numpy
+
+    g = torch.Generator().manual_seed(0)
+    k = 6
+    logits = {a: torch.randn(2, k + 1, 9, 9, generator=g) * 3 for a in "uv"}
+    logits["u"][:, 0, :4] += 25.0  # background by e^25 on four rows
+    dec = decode_uv({"cls_u": logits["u"], "cls_v": logits["v"]})
+    conf, bg = 1.0, []
+    for a in "uv":
+        p = torch.softmax(logits[a].double(), dim=1)
+        pbin = p[:, 1:].max(dim=1).values
+        conf = conf * pbin / p[:, 1:].sum(dim=1)
+        bg.append(p[:, 0])
+    assert torch.allclose(dec["bin_conf"].double(), conf, rtol=1e-5, atol=0)
+    face = 1.0 - 0.5 * (bg[0] + bg[1])
+    assert torch.allclose(dec["face_prob"].double(), face, rtol=0, atol=1e-6)
+    assert float(dec["face_prob"][:, :4].max()) < 0.5 + 1e-6
+    npdec = decode_uv_numpy(
+        {"cls_u": logits["u"].numpy(), "cls_v": logits["v"].numpy()}
+    )
+    for key in ("bin_conf", "face_prob"):
+        assert np.allclose(npdec[key], dec[key].numpy(), rtol=1e-5, atol=1e-6), key

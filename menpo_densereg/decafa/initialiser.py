@@ -20,14 +20,18 @@ import torch
 from menpo.shape import PointCloud
 
 from menpo_densereg.data.crop import crop_face, image_to_array
-from menpo_densereg.decafa.network import DecafaConfig, DecafaNet
+from menpo_densereg.decafa.network import DecafaConfig, DecafaLastStage, DecafaNet
 from menpo_densereg.fitting.base import Initialiser, check_image
 from menpo_densereg.data.markups import (
     average_with_mirror,
     flip_permutation,
     get_markup,
 )
-from menpo_densereg.fitting.inference import network_from_weights, torch_threads
+from menpo_densereg.fitting.inference import (
+    frozen_graphs,
+    network_from_weights,
+    torch_threads,
+)
 from menpo_densereg.fitting.weights import load_weights, save_weights
 
 __all__ = [
@@ -202,8 +206,17 @@ class DecafaInitialiser(Initialiser):
         (flip-averaged when :attr:`flip` is set)."""
         if self.flip:
             x = torch.cat([x, x.flip(-1)])
+        names = tuple(
+            self.config.markups
+            if markups is None
+            else [get_markup(m).name for m in markups]
+        )
+        run = frozen_graphs(
+            self.net, ("last", names), lambda n: DecafaLastStage(n, names), "DeCaFA"
+        )
         with torch_threads(self.threads), torch.inference_mode():
-            out = self.net(x, markups=markups, all_stages=False)[-1]
+            flat = run(x)
+            out = {m: flat[2 * i : 2 * i + 2] for i, m in enumerate(names)}
             result = {}
             for m, (coords, maps) in out.items():
                 pts = coords[0].double().numpy()

@@ -49,6 +49,7 @@ from menpo_densereg.data.markups import can_convert, conversion_matrix, get_mark
 __all__ = [
     "DecafaConfig",
     "DecafaNet",
+    "DecafaLastStage",
     "build_decafa",
     "UNetStage",
     "TransferLayers",
@@ -508,3 +509,19 @@ def build_decafa(config=None, **overrides):
 def config_to_json(config):
     """JSON text of a config (what the weights file header stores)."""
     return json.dumps(config.to_dict(), sort_keys=True)
+
+
+class DecafaLastStage(nn.Module):
+    """A :class:`DecafaNet` returning only its last stage's ``markups``, for inference
+    graphs: ``forward(x)`` returns the `tuple` ``(coords_1, maps_1, coords_2, ...)`` in
+    the order of ``markups`` (what
+    :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces)."""
+
+    def __init__(self, net, markups):
+        super().__init__()
+        self.net = net
+        self.markups = tuple(markups)
+
+    def forward(self, x):
+        out = self.net(x, markups=self.markups, all_stages=False)[-1]
+        return tuple(t for m in self.markups for t in out[m])

@@ -101,14 +101,19 @@ def decode_batch(net, x, residual=True, threads=1):
         return [{k: v[i] for k, v in dec.items()} for i in range(len(x))]
     import torch
 
-    from menpo_densereg.densereg.network import decode_uv
-    from menpo_densereg.fitting.inference import torch_threads
+    from menpo_densereg.densereg.network import DecodedDenseReg
+    from menpo_densereg.fitting.inference import frozen_graphs, torch_threads
 
     # channels-last input: the convolutions, and above all the full-resolution
     # upsampling of the 4K+3 head maps, run faster in that layout on a CPU
     xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    residual = bool(residual)
+    decoder = frozen_graphs(
+        net, ("decoded", residual), lambda n: DecodedDenseReg(n, residual), "DenseReg"
+    )
+    keys = DecodedDenseReg.output_keys(net.config)
     with torch_threads(threads), torch.inference_mode():
-        dec = decode_uv(net(xt), residual=residual)
+        dec = dict(zip(keys, decoder(xt)))
     return [{k: v[i].numpy() for k, v in dec.items()} for i in range(len(x))]
 
 

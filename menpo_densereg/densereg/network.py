@@ -44,6 +44,7 @@ __all__ = [
     "DenseRegNet",
     "build_densereg",
     "decode_uv",
+    "DecodedDenseReg",
     "bin_targets",
     "HEADS",
     "BACKBONES",
@@ -308,10 +309,13 @@ def decode_uv(outputs, residual=True):
     conf = 1.0
     for axis in ("u", "v"):
         logits = outputs["cls_" + axis]
-        prob = torch.softmax(logits, dim=1)
-        bg.append(prob[:, 0])
-        pbin, q = prob[:, 1:].max(dim=1)
-        conf = conf * pbin / (1.0 - prob[:, 0]).clamp_min(1e-6)
+        best, q = logits[:, 1:].max(dim=1)
+        # sum over the bins of exp(logit - best logit) >= 1: the chosen bin's
+        # probability given face is its inverse, and the background probability is
+        # sigmoid(l_0 - logsumexp(bins)) (no 1 - p cancellation on the background)
+        bins_sum = torch.exp(logits[:, 1:] - best[:, None]).sum(dim=1)
+        bg.append(torch.sigmoid(logits[:, 0] - best - torch.log(bins_sum)))
+        conf = conf / bins_sum
         coord = (q.to(logits.dtype) + 0.5) * d
         res = outputs.get("res_" + axis)
         if residual and res is not None:
@@ -323,3 +327,27 @@ def decode_uv(outputs, residual=True):
     if "depth" in outputs:
         result["depth"] = outputs["depth"][:, 0]
     return result
+
+
+class DecodedDenseReg(nn.Module):
+    """A :class:`DenseRegNet` followed by :func:`decode_uv`, for inference graphs.
+
+    ``forward(x)`` returns the decoded maps as a `tuple` in the order of :attr:`keys`
+    (what :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces).
+    """
+
+    def __init__(self, net, residual=True):
+        super().__init__()
+        self.net = net
+        self.residual = bool(residual)
+        self.keys = self.output_keys(net.config)
+
+    @staticmethod
+    def output_keys(config):
+        """The names of the decoded maps, in output order, for a network config."""
+        keys = ("u", "v", "bin_u", "bin_v", "face_prob", "bin_conf")
+        return keys + ("depth",) if config.depth_head else keys
+
+    def forward(self, x):
+        dec = decode_uv(self.net(x), residual=self.residual)
+        return tuple(dec[k] for k in self.keys)

@@ -531,13 +531,14 @@ def decode_uv_numpy(outputs, residual=True):
             np.copyto(q, c, where=better)
             if r is not None:
                 np.copyto(r, res[:, c], where=better)
-        # softmax: background and chosen-bin probabilities
-        top = np.maximum(best, logits[:, 0])
-        total = np.exp(logits - top[:, None]).sum(axis=1)
-        p_bg = np.exp(logits[:, 0] - top) / total
-        p_bin = np.exp(best - top) / total
-        bg.append(p_bg)
-        conf = conf * p_bin / np.maximum(np.float32(1.0) - p_bg, np.float32(1e-6))
+        # softmax, as the torch decoder: the chosen bin's probability given face is
+        # 1 / sum over bins of exp(logit - best), the background's
+        # sigmoid(l_0 - logsumexp(bins))
+        bins_sum = np.exp(logits[:, 1:] - best[:, None]).sum(axis=1)
+        z = logits[:, 0] - best - np.log(bins_sum)
+        e = np.exp(-np.abs(z))  # a sigmoid that cannot overflow
+        bg.append(np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32))
+        conf = conf / bins_sum
         coord = (q.astype(np.float32) + np.float32(0.5)) * d
         if r is not None:
             coord += r

@@ -39,7 +39,7 @@ from menpo_densereg.data.markups import (
     get_markup,
     mirror_points,
 )
-from menpo_densereg.fitting.inference import torch_threads
+from menpo_densereg.fitting.inference import frozen_graphs, torch_threads
 from menpo_densereg.fitting.weights import WeightsError, load_weights, save_weights
 
 __all__ = [
@@ -214,6 +214,20 @@ class MDMNet(nn.Module):
         )
 
 
+class MDMSteps(nn.Module):
+    """An :class:`MDMNet` run for a fixed number of steps, for inference graphs:
+    ``forward(images, init_shapes)`` returns the `tuple` of every step's shapes (what
+    :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces)."""
+
+    def __init__(self, net, steps):
+        super().__init__()
+        self.net = net
+        self.steps = int(steps)
+
+    def forward(self, images, init_shapes):
+        return tuple(self.net(images, init_shapes, steps=self.steps))
+
+
 def prepare_crop(image, shape, crop_size, margin):
     """Grey crop around ``shape``'s box and the shape in crop pixels.
 
@@ -328,8 +342,12 @@ class MDMFitter:
             mirrored = mirror_points(pts, width, self._flip_perm).astype(np.float32)
             x = torch.cat([x, x.flip(-1)])
             start = torch.cat([start, torch.from_numpy(mirrored)[None]])
+        n_steps = cfg["steps"] if self.steps is None else int(self.steps)
+        run = frozen_graphs(
+            self.net, ("steps", n_steps), lambda n: MDMSteps(n, n_steps), "MDM"
+        )
         with torch_threads(self.threads):
-            shapes = self.net(x, start, steps=self.steps)
+            shapes = run(x, start)
         steps = [s[0].double().numpy() for s in shapes]
         if self.flip:
             steps = [
