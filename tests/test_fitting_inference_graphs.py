@@ -126,3 +126,22 @@ def test_graphs_are_kept_per_network_and_key_and_go_with_the_network():
     del net, a
     gc.collect()
     assert len(inference._GRAPHS) == n_before - 1
+
+
+def test_graphs_speed_benchmark_fits_the_same_landmarks_both_ways(monkeypatch, capsys):
+    # a shipped chain (DenseReg+PCA -> MDM) with and without graphs: same landmarks
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setenv(inference.GRAPHS_ENV, "1")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "graphs_speed.py"
+    spec = importlib.util.spec_from_file_location("graphs_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["densereg-mdm-face", "--repeats", "1", "--threads", "1"])
+    row = [l for l in capsys.readouterr().out.splitlines() if l.startswith("densereg")]
+    assert len(row) == 1
+    eager, graphs, ratio, diff = (float(v) for v in row[0].split()[1:])
+    assert eager > 0 and graphs > 0 and ratio > 0
+    assert diff < 1e-3  # pixels
+    assert inference.graphs_enabled()  # the caller's setting is restored
