@@ -153,6 +153,9 @@ SCHEMA = {
         "initialiser": _s(),
         "refiner": _s(),
         "refine_max_yaw": _f(0.0, 90.0, lo_open=True),
+        # kind = "average" (menpo_densereg.fitting.ensemble)
+        "initialisers": _Spec("list_str"),
+        "shape_weights": _Spec("list_num", 0.0),
     },
     "chain": {
         "initialiser": _s(),

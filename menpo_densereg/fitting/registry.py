@@ -43,6 +43,7 @@ KINDS = {
     "decafa": "menpo_densereg.decafa.initialiser",
     "mdm": "menpo_densereg.mdm.fitter",
     "chain": "menpo_densereg.fitting.composition",
+    "average": "menpo_densereg.fitting.ensemble",
     "aam": "menpo_densereg.aam.fitter",
     "dlib": "menpo_densereg.evaluation.peers",
     "densereg_ear": "menpo_densereg.densereg.ear",

@@ -1,0 +1,114 @@
+"""Ensembles of initialisers (fitting.ensemble): the weighted mean shape as a start."""
+
+import numpy as np
+import menpo.io as mio
+import pytest
+from menpo.shape import PointCloud
+
+from menpo_densereg.data.boxes import box_from_landmarks
+from menpo_densereg.fitting.composition import BoxInitialiser, InitialisedFitter
+from menpo_densereg.fitting.ensemble import AverageInitialiser
+from menpo_densereg.fitting.recipes import RecipeError
+from menpo_densereg.fitting.registry import load_fitter
+
+
+class _Shifted(BoxInitialiser):
+    """The box start moved by ``shift`` pixels, with a constant confidence."""
+
+    def __init__(self, shift, confidence=None, markup="68"):
+        super().__init__(markup=markup)
+        self.shift = np.asarray(shift, dtype=float)
+        self.confidence = confidence
+        self.name = f"shift{shift}"
+
+    def initialise(self, image, bounding_box):
+        shape, _ = super().initialise(image, bounding_box)
+        conf = None
+        if self.confidence is not None:
+            conf = np.full(shape.n_points, float(self.confidence))
+        return PointCloud(shape.points + self.shift), conf
+
+
+def _takeo():
+    im = mio.import_builtin_asset("takeo.ppm")
+    return im, box_from_landmarks(im.landmarks["PTS"])
+
+
+def test_weighted_mean_of_the_members_shapes_and_confidences():
+    im, box = _takeo()
+    a, b = _Shifted([0.0, 0.0], 0.2), _Shifted([4.0, -8.0], 0.8)
+    ens = AverageInitialiser([a, b], shape_weights=[3, 1])
+    assert np.allclose(ens.shape_weights, [0.75, 0.25])
+    shape, conf = ens.initialise(im, box)
+    pa, _ = a.initialise(im, box)
+    assert np.allclose(shape.points, pa.points + [1.0, -2.0])
+    assert np.allclose(conf, 0.35)
+    # a member without confidence: the mean has none
+    _, conf = AverageInitialiser([a, _Shifted([1.0, 1.0])]).initialise(im, box)
+    assert conf is None
+    res = ens.fit_from_bb(im, box)  # a menpofit result in the image frame
+    assert np.allclose(res.final_shape.points, shape.points)
+    assert "x 0.75" in str(ens) and "ibug68" in str(ens)
+
+
+def test_bad_members_and_weights_are_refused():
+    a, b = _Shifted([0, 0]), _Shifted([1, 1])
+    with pytest.raises(ValueError, match="at least two"):
+        AverageInitialiser([a])
+    with pytest.raises(ValueError, match="one weight per initialiser"):
+        AverageInitialiser([a, b], shape_weights=[1, 2, 3])
+    with pytest.raises(ValueError, match="non-negative"):
+        AverageInitialiser([a, b], shape_weights=[1, -1])
+    with pytest.raises(ValueError, match="non-negative"):
+        AverageInitialiser([a, b], shape_weights=[0, 0])
+
+    five = _Shifted([0, 0])
+    five.markup = "five"
+    with pytest.raises(ValueError, match="gives five landmarks, not ibug68"):
+        AverageInitialiser([a, five])
+
+
+def test_recipe_builds_an_average_that_starts_a_chain(tmp_path):
+    ens_dir = tmp_path / "box-twice"
+    ens_dir.mkdir()
+    (ens_dir / "recipe.toml").write_text(
+        '[fitter]\nkind = "average"\nname = "box-twice"\n'
+        'initialisers = ["box", "box"]\nshape_weights = [1.0, 1.0]\n'
+    )
+    ens = load_fitter(str(ens_dir))
+    assert isinstance(ens, AverageInitialiser) and ens.name == "box-twice"
+    im, box = _takeo()
+    # two identical members: the mean is the member's shape
+    same, _ = BoxInitialiser().initialise(im, box)
+    assert np.allclose(ens.initialise(im, box)[0].points, same.points)
+    chain_dir = tmp_path / "chain"
+    chain_dir.mkdir()
+    (chain_dir / "recipe.toml").write_text(
+        '[fitter]\nkind = "chain"\nname = "c"\ninitialiser = "box-twice"\n'
+        'refiner = "mdm-face"\n'
+    )
+    chain = load_fitter(str(chain_dir))
+    assert isinstance(chain, InitialisedFitter)
+    assert isinstance(chain.initialiser, AverageInitialiser)
+    res = chain.fit_from_bb(im, box)
+    assert np.allclose(res.initial_shape.points, same.points)
+    assert res.final_shape.n_points == 68
+    (ens_dir / "recipe.toml").write_text('[fitter]\nkind = "average"\n')
+    with pytest.raises(ValueError, match="initialisers = \\[...\\] missing"):
+        load_fitter(str(ens_dir), cache=False)
+    (ens_dir / "recipe.toml").write_text(
+        '[fitter]\nkind = "average"\ninitialisers = "box"\n'
+    )
+    with pytest.raises(RecipeError, match="initialisers.*a list of strings"):
+        load_fitter(str(ens_dir), cache=False)
+
+
+def test_shipped_initialisers_average_exactly():
+    im, box = _takeo()
+    dr, dc = load_fitter("densereg-face-pca"), load_fitter("decafa-face")
+    ens = AverageInitialiser([dr, dc])
+    shape, conf = ens.initialise(im, box)
+    a, ca = dr.initialise(im, box)
+    b, cb = dc.initialise(im, box)
+    assert np.allclose(shape.points, 0.5 * (a.points + b.points), atol=1e-9)
+    assert conf.shape == (68,) and np.allclose(conf, 0.5 * (ca + cb))
