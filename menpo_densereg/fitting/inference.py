@@ -17,6 +17,7 @@ import warnings
 import weakref
 
 import torch
+from torch.nn.modules import module as _torch_module
 
 from menpo_densereg.fitting.weights import WeightsError
 
@@ -96,7 +97,8 @@ def graphs_enabled():
 
 
 def _signature(t):
-    """What a graph is specialised on: shape, dtype and memory layout of an input."""
+    """What a graph is specialised on: shape, dtype and memory layout of a (CPU)
+    input."""
     layout = (
         "channels_last"
         if t.dim() == 4
@@ -104,7 +106,7 @@ def _signature(t):
         and t.is_contiguous(memory_format=torch.channels_last)
         else "strided"
     )
-    return tuple(t.shape), t.dtype, layout, t.device.type
+    return tuple(t.shape), t.dtype, layout
 
 
 def _outputs_match(a, b, rtol=1e-4, atol=1e-5):
@@ -126,9 +128,8 @@ def _outputs_match(a, b, rtol=1e-4, atol=1e-5):
 
 def _has_hooks(net):
     """Whether forward hooks watch ``net`` (a graph would not call them)."""
-    from torch.nn.modules import module as _module
-
-    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+    m = _torch_module
+    if m._global_forward_hooks or m._global_forward_pre_hooks:
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
 
