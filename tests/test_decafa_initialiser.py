@@ -182,7 +182,7 @@ def test_network_and_confidence_run_on_one_thread_by_default():
 
 
 def test_confidence_is_the_peak_3x3_mass_of_each_map():
-    from menpo_densereg.decafa.initialiser import _confidence
+    from menpo_densereg.decafa.network import attention_peak_mass
 
     rng = np.random.default_rng(3)
     maps = torch.from_numpy(rng.random((2, 5, 9, 7)).astype(np.float32))
@@ -192,7 +192,7 @@ def test_confidence_is_the_peak_3x3_mass_of_each_map():
     maps[0, 0, 1, 1] = 0.3
     ref = torch.nn.functional.avg_pool2d(maps, 3, stride=1, padding=1) * 9.0
     expected = ref.flatten(-2).amax(-1).clamp(0, 1)
-    got = _confidence(maps)
+    got = attention_peak_mass(maps)
     assert got.shape == (2, 5)
     np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
     assert abs(float(got[0, 0]) - 0.9) < 1e-6

@@ -65,6 +65,37 @@ def test_graphs_are_rebuilt_when_the_weights_change(monkeypatch):
     assert torch.allclose(after, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_graphs_are_rebuilt_when_a_submodule_or_parameter_is_replaced(monkeypatch):
+    monkeypatch.delenv(inference.GRAPHS_ENV, raising=False)
+    net, run = _decoder()
+    x = _x()
+    face_prob = DecodedDenseReg.output_keys(net.config).index("face_prob")
+    with torch.inference_mode():
+        before = run(x)[face_prob]
+    head = net.cls_head
+    torch.manual_seed(5)
+    net.cls_head = torch.nn.Conv2d(head.in_channels, head.out_channels, 1).eval()
+    with torch.inference_mode():
+        replaced = run(x)[face_prob]
+        ref = DecodedDenseReg(net)(x)[face_prob]
+    assert not torch.allclose(before, replaced)
+    assert torch.allclose(replaced, ref, rtol=1e-4, atol=1e-5)
+    # a parameter of a deeper module swapped for a new tensor (load_state_dict(assign))
+    conv = net.backbone.stem[0]
+    conv.weight = torch.nn.Parameter(torch.zeros_like(conv.weight))
+    with torch.inference_mode():
+        zeroed = run(x)[face_prob]
+        ref = DecodedDenseReg(net)(x)[face_prob]
+    assert not torch.allclose(replaced, zeroed)
+    assert torch.allclose(zeroed, ref, rtol=1e-4, atol=1e-5)
+    # a hook on a module added after the first call is still seen
+    seen = []
+    net.cls_head.register_forward_hook(lambda *a: seen.append(1))
+    with torch.inference_mode():
+        run(x)
+    assert seen == [1]
+
+
 def test_eager_in_training_mode_with_hooks_or_when_switched_off(monkeypatch):
     monkeypatch.delenv(inference.GRAPHS_ENV, raising=False)
     net, run = _decoder()

@@ -20,7 +20,12 @@ import torch
 from menpo.shape import PointCloud
 
 from menpo_densereg.data.crop import crop_face, image_to_array
-from menpo_densereg.decafa.network import DecafaConfig, DecafaLastStage, DecafaNet
+from menpo_densereg.decafa.network import (
+    DecafaConfig,
+    DecafaLastStage,
+    DecafaNet,
+    attention_peak_mass,
+)
 from menpo_densereg.fitting.base import Initialiser, check_image
 from menpo_densereg.data.markups import (
     average_with_mirror,
@@ -75,19 +80,6 @@ def load_decafa(path):
         "DeCaFA",
     )
     return net, header
-
-
-def _confidence(maps):
-    """Peak 3x3 mass of each attention map, ``(L,)`` in [0, 1].
-
-    The 3x3 box sums (zero padding) are two separable sums of shifted slices: the same
-    values as ``avg_pool2d(maps, 3, 1, 1) * 9``, about 8x faster on a CPU (torch's pooling
-    kernel took 4-8 ms of a 20-30 ms fit for 68 maps of 64 x 64).
-    """
-    p = torch.nn.functional.pad(maps, (1, 1, 1, 1))
-    rows = p[..., :, :-2] + p[..., :, 1:-1] + p[..., :, 2:]
-    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
-    return box.flatten(-2).amax(dim=-1).clamp(0, 1)
 
 
 class DecafaInitialiser(Initialiser):
@@ -212,21 +204,25 @@ class DecafaInitialiser(Initialiser):
             else [get_markup(m).name for m in markups]
         )
         run = frozen_graphs(
-            self.net, ("last", names), lambda n: DecafaLastStage(n, names), "DeCaFA"
+            self.net,
+            ("last", names, "confidence"),
+            lambda n: DecafaLastStage(n, names, confidence=True),
+            "DeCaFA",
         )
         with torch_threads(self.threads), torch.inference_mode():
             flat = run(x)
             out = {m: flat[2 * i : 2 * i + 2] for i, m in enumerate(names)}
             result = {}
-            for m, (coords, maps) in out.items():
+            for m, (coords, peak) in out.items():
+                # confidence: the attention maps' peak 3x3 mass (attention_peak_mass)
                 pts = coords[0].double().numpy()
-                conf = _confidence(maps[0]).numpy()
+                conf = peak[0].numpy()
                 if self.flip:
                     perm = flip_permutation(m)
                     pts, _ = average_with_mirror(
                         pts, coords[1].double().numpy(), x.shape[-1], perm
                     )
-                    conf = 0.5 * (conf + _confidence(maps[1]).numpy()[perm])
+                    conf = 0.5 * (conf + peak[1].numpy()[perm])
                 result[m] = (pts, conf)
         return result
 

