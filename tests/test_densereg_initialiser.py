@@ -272,3 +272,85 @@ def test_flip_averaging_is_mirror_equivariant_and_recipe_switchable(
     (folder / "recipe.toml").write_text(text.format('"yes"'))
     with pytest.raises(RecipeError, match="flip"):
         from_fitter_dir(folder)
+
+
+def test_field_to_crop_matches_the_upsampling_grid():
+    # a field upsampled to 56 px reads the same values as one upsampled to 112 px at
+    # the crop positions field_to_crop gives (align_corners=False pixel centres)
+    import torch.nn.functional as F
+
+    from menpo_densereg.densereg.initialiser import field_to_crop
+
+    low = torch.arange(28, dtype=torch.float64).view(1, 1, 28, 1).expand(1, 1, 28, 3)
+    up = {
+        s: F.interpolate(low, size=(s, 3), mode="bilinear")[0, 0, :, 0]
+        for s in (56, 112)
+    }
+    i = np.arange(2, 54, dtype=float)  # away from the clamped borders
+    y = field_to_crop(np.stack([i, np.zeros_like(i)], 1), (56, 56), (112, 112))[:, 0]
+    assert np.allclose(np.interp(y, np.arange(112), up[112].numpy()), up[56][2:54])
+    pts = np.array([[3.0, 7.0]])
+    assert field_to_crop(pts, (112, 112), (112, 112)) is pts
+
+
+def test_coarser_read_out_field(model_file, tmp_path):
+    img, box = _image(), bounding_box((20.0, 15.0), (80.0, 70.0))
+    full = DenseRegInitialiser.from_weights(model_file, pca=True)
+    coarse = full.with_options(field_size=32)
+    assert coarse.field_size == 32 and "from a 32 px field" in str(coarse)
+    assert full.with_options(field_size=64).field_size is None  # the input size
+    # the net decodes at 32 px and the landmarks come back in the crop's frame
+    crop, _ = coarse._crop(img, box)
+    assert coarse.predict_crop(crop, 32)["u"].shape == (32, 32)
+    pts, conf, vis = coarse._predict_landmarks(crop, 32)[1]
+    assert pts.shape == (68, 2) and np.isfinite(pts).all()
+    a = full.fit_from_bb(img, box).final_shape.points
+    b = coarse.fit_from_bb(img, box).final_shape.points
+    assert not np.allclose(a, b)
+    # dense() keeps the full-resolution maps
+    assert coarse.dense(img, box)["u"].shape == (64, 64)
+    for bad, err in (
+        (4, ValueError),
+        (65, ValueError),
+        (32.0, TypeError),
+        (True, TypeError),
+    ):
+        with pytest.raises(err, match="field_size"):
+            full.with_options(field_size=bad)
+    # from the recipe's [readout] table; the schema refuses a non-integer
+    import shutil
+
+    from menpo_densereg.fitting.recipes import RecipeError
+
+    folder = tmp_path / "dr"
+    folder.mkdir()
+    shutil.copy(model_file, folder / "weights.safetensors")
+    text = '[fitter]\nkind = "densereg"\nname = "t"\n[readout]\nfield_size = {}\n'
+    (folder / "recipe.toml").write_text(text.format("32"))
+    assert from_fitter_dir(folder).field_size == 32
+    (folder / "recipe.toml").write_text(text.format("2.5"))
+    with pytest.raises(RecipeError, match="field_size"):
+        from_fitter_dir(folder)
+
+
+def test_shipped_read_out_at_half_resolution_lands_near_the_full_one():
+    """On takeo (not trained on), the 56 px read-out of the shipped network lands
+    within a fraction of a pixel of the 112 px one (same network, mapped to the
+    crop)."""
+    from pathlib import Path
+
+    import menpo.io as mio
+
+    from menpo_densereg.fitting.base import box_from_shape
+
+    fdir = Path(__file__).resolve().parents[1] / "fitters" / "densereg-face"
+    if not (fdir / "weights.safetensors").is_file():
+        pytest.skip("shipped densereg-face weights not present")
+    ini = from_fitter_dir(fdir, pca=True)
+    image = mio.import_builtin_asset("takeo.ppm")
+    box = box_from_shape(image.landmarks["PTS"])
+    crop, _ = ini._crop(image, box)
+    full = ini._predict_landmarks(crop)[1][0]
+    half = ini.with_options(field_size=56)._predict_landmarks(crop, 56)[1][0]
+    gap = np.linalg.norm(full - half, axis=1)
+    assert np.median(gap) < 0.6 and gap.max() < 2.0, gap

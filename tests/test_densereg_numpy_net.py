@@ -134,6 +134,11 @@ def test_shipped_weights_match_on_random_input_and_a_real_face():
     assert pca_np.backend == "numpy" and pca_np.numpy_net is ini_np.numpy_net
     p_np = pca_np.fit_from_bb(image, box).final_shape.points
     assert np.abs(p_np - pca_t.fit_from_bb(image, box).final_shape.points).max() < 0.01
+    # and a read-out from a coarser field (both networks upsample to 56 px)
+    half_np, half_t = (i.with_options(field_size=56) for i in (pca_np, pca_t))
+    assert half_np.predict_crop(crop, 56)["u"].shape == (56, 56)
+    h_np = half_np.fit_from_bb(image, box).final_shape.points
+    assert np.abs(h_np - half_t.fit_from_bb(image, box).final_shape.points).max() < 0.01
 
 
 def test_backend_option(tmp_path):

@@ -183,7 +183,9 @@ class DenseRegNet(nn.Module):
       ``head="quantised_only"``).
     - ``"depth"``: ``(B, 1, S, S)`` in [0, 1] (when ``depth_head``).
 
-    Input: ``(B, 3, S, S)`` float in [0, 1] (normalised internally).
+    Input: ``(B, 3, S, S)`` float in [0, 1] (normalised internally). ``forward(x,
+    size)`` upsamples the heads to ``size`` ``(h, w)`` instead of the input's size (a
+    coarser field for a faster read-out; the stride-4 heads carry no finer detail).
     """
 
     def __init__(self, config):
@@ -209,12 +211,12 @@ class DenseRegNet(nn.Module):
             persistent=False,
         )
 
-    def forward(self, x):
+    def forward(self, x, size=None):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(
                 f"DenseRegNet: expected (B, 3, H, W) input, got {tuple(x.shape)}"
             )
-        size = x.shape[-2:]
+        size = x.shape[-2:] if size is None else (int(size[0]), int(size[1]))
         f = self.backbone((x - self.pixel_mean) / self.pixel_std)
         k = self.config.n_bins
         heads = [self.cls_head(f)]
@@ -333,13 +335,15 @@ class DecodedDenseReg(nn.Module):
     """A :class:`DenseRegNet` followed by :func:`decode_uv`, for inference graphs.
 
     ``forward(x)`` returns the decoded maps as a `tuple` in the order of :attr:`keys`
-    (what :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces).
+    (what :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces), at ``size``
+    ``(h, w)`` (default: the input's size).
     """
 
-    def __init__(self, net, residual=True):
+    def __init__(self, net, residual=True, size=None):
         super().__init__()
         self.net = net
         self.residual = bool(residual)
+        self.size = None if size is None else (int(size[0]), int(size[1]))
         self.keys = self.output_keys(net.config)
 
     @staticmethod
@@ -349,5 +353,5 @@ class DecodedDenseReg(nn.Module):
         return keys + ("depth",) if config.depth_head else keys
 
     def forward(self, x):
-        dec = decode_uv(self.net(x), residual=self.residual)
+        dec = decode_uv(self.net(x, self.size), residual=self.residual)
         return tuple(dec[k] for k in self.keys)

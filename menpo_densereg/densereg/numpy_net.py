@@ -440,7 +440,7 @@ class NumpyDenseRegNet:
             x = np.maximum(y, 0.0, out=y)
         return x
 
-    def __call__(self, x):
+    def __call__(self, x, size=None):
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 3:
             x = x[None]
@@ -448,7 +448,7 @@ class NumpyDenseRegNet:
             raise ValueError(
                 f"NumpyDenseRegNet: expected (B, 3, H, W) input, got {tuple(x.shape)}"
             )
-        size = x.shape[-2:]
+        size = x.shape[-2:] if size is None else (int(size[0]), int(size[1]))
         x = (x - _PIXEL_MEAN) / _PIXEL_STD
         f = self._mobile(x) if self.config.backbone == "mobile" else self._resnet(x)
         out = self._resize(self._heads(f), size)
@@ -464,11 +464,12 @@ class NumpyDenseRegNet:
             result["depth"] = 1.0 / (1.0 + np.exp(-out[:, i : i + 1]))
         return result
 
-    def decode(self, x, residual=True, threads=None):
-        """Forward pass + :func:`decode_uv_numpy` (``(B, S, S)`` maps), with
-        ``threads`` BLAS threads (:func:`blas_threads`; `None`: unchanged)."""
+    def decode(self, x, residual=True, threads=None, size=None):
+        """Forward pass + :func:`decode_uv_numpy` (``(B, S, S)`` maps, or ``size``
+        ``(h, w)``), with ``threads`` BLAS threads (:func:`blas_threads`; `None`:
+        unchanged)."""
         with blas_threads(threads):
-            return decode_uv_numpy(self(x), residual=residual)
+            return decode_uv_numpy(self(x, size), residual=residual)
 
     # ---------------------------------------------------------------- construction
     @classmethod

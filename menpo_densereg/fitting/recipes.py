@@ -170,6 +170,7 @@ SCHEMA = {
         "radius": _f(0.0, 1.0, lo_open=True),
         "backend": _s("auto", "numpy", "torch"),
         "flip": _b(),
+        "field_size": _i(8),
     },
     "inference": {"markup": _s(), "threads": _i(0), "flip": _b()},
     "train": {
