@@ -307,8 +307,10 @@ def test_coarser_read_out_field(model_file, tmp_path):
     a = full.fit_from_bb(img, box).final_shape.points
     b = coarse.fit_from_bb(img, box).final_shape.points
     assert not np.allclose(a, b)
-    # dense() keeps the full-resolution maps
-    assert coarse.dense(img, box)["u"].shape == (64, 64)
+    # dense() keeps the full-resolution maps, with the landmarks initialise() returns
+    d = coarse.dense(img, box)
+    assert d["u"].shape == (64, 64)
+    assert np.allclose(d["crop_to_image"].apply(d["landmarks"]).points, b)
     for bad, err in (
         (4, ValueError),
         (65, ValueError),

@@ -564,15 +564,20 @@ class DenseRegInitialiser(Initialiser):
         of part labels 0..8, names in ``"part_names"``), ``"crop"`` (the crop the
         network saw), ``"crop_to_image"`` (transform), ``"landmarks"`` (`PointCloud` of
         ``self.markup`` in the same frame as the maps; flip-averaged when :attr:`flip`
-        is set, the maps are the unmirrored crop's), ``"confidence"`` and
-        ``"visible"`` (per landmark).
+        is set, the maps are the unmirrored crop's; read from the :attr:`field_size`
+        field when it is set, so they are the landmarks :meth:`initialise` returns),
+        ``"confidence"`` and ``"visible"`` (per landmark).
         """
         from menpo.image import BooleanImage, Image, MaskedImage
 
         if frame not in ("crop", "image"):
             raise ValueError(f"frame: expected 'crop' or 'image', got {frame!r}")
         crop, crop_to_image = self._crop(image, bounding_box)
-        d, (pts, conf, vis) = self._predict_landmarks(crop)
+        if self.field_size:  # full-size maps, landmarks as initialise() reads them
+            d = self.predict_crop(crop)
+            pts, conf, vis = self._predict_landmarks(crop, self.field_size)[1]
+        else:
+            d, (pts, conf, vis) = self._predict_landmarks(crop)
         mask = d["face_prob"] >= 0.5
         parts = self.template.parts_from_uv(d["u"], d["v"]) * mask
         maps = {
