@@ -14,7 +14,7 @@ networks trained on (never on the held-out people of ``heldout_people.py``):
 Usage::
 
     python benchmarks/readout_field.py [--data ../shared/data] [--renders 60]
-        [--fitter densereg-face-pca] [--config full:0.025 --config 56:0.04 ...]
+        [--fitter densereg-face-pca] [--config full:0.025 --config 56:0.04:7 ...]
 
 Prints a table of mean NME (%) and the read-out's time per face (crop and mirror, PCA).
 """
@@ -57,12 +57,19 @@ def training_frames(data, every=2, offset=1):
 
 
 def parse_config(text):
-    """``"56:0.04"`` -> ``(56, 0.04)``; ``"full:0.025"`` -> ``(None, 0.025)``."""
+    """``"56:0.04"`` -> ``(56, 0.04, None)``; ``"full:0.025"`` -> ``(None, 0.025,
+    None)``; ``"56:0.04:9"`` -> ``(56, 0.04, 9)`` (PCA components; default: the
+    recipe's)."""
     try:
-        size, radius = text.split(":")
-        return (None if size == "full" else int(size)), float(radius)
+        size, radius, *rest = text.split(":")
+        if len(rest) > 1:
+            raise ValueError(text)
+        n = int(rest[0]) if rest else None
+        return (None if size == "full" else int(size)), float(radius), n
     except ValueError:
-        raise SystemExit(f"--config: expected SIZE:RADIUS or full:RADIUS, got {text!r}")
+        raise SystemExit(
+            f"--config: expected SIZE:RADIUS[:COMPONENTS] (SIZE 'full' or px), got {text!r}"
+        )
 
 
 def main(argv=None):
@@ -101,8 +108,9 @@ def main(argv=None):
     base = load_fitter(args.fitter)
     rows = []
     for text in args.config or DEFAULT_CONFIGS:
-        size, radius = parse_config(text)
-        ini = base.with_options(field_size=size, radius=radius)
+        size, radius, n = parse_config(text)
+        opts = {"n_components": n} if n is not None else {}
+        ini = base.with_options(field_size=size, radius=radius, **opts)
         errs = {}
         for name, images, kind in (("ytf", frontal, None), ("lp", renders, "box")):
             e = []
@@ -120,7 +128,7 @@ def main(argv=None):
             times.append(time.perf_counter() - t0)
         rows.append((text, errs["ytf"], errs["lp"], 1000 * np.median(times)))
     print(
-        "\n| field:radius | ytf68 training people | large pose (renders) | read-out ms |"
+        "\n| field:radius[:components] | ytf68 training people | large pose (renders) | read-out ms |"
     )
     print("|---|---|---|---|")
     for text, a, b, ms in rows:
