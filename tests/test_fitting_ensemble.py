@@ -118,3 +118,55 @@ def test_shipped_initialisers_average_exactly():
     b, cb = dc.initialise(im, box)
     assert np.allclose(shape.points, 0.5 * (a.points + b.points), atol=1e-9)
     assert conf.shape == (68,) and np.allclose(conf, 0.5 * (ca + cb))
+
+
+def test_options_go_to_the_members_that_have_them():
+    im, box = _takeo()
+    dr, dc = load_fitter("densereg-face-pca"), load_fitter("decafa-face")
+    ens = AverageInitialiser([dr, dc], shape_weights=[1, 3], name="e")
+    n = 2 if dr.n_components != 2 else 3
+    other = ens.with_options(n_components=n)
+    assert other.initialisers[0].n_components == n and other.initialisers[1] is dc
+    assert ens.initialisers[0] is dr and other.name == "e"  # the original is unchanged
+    assert np.allclose(other.shape_weights, [0.25, 0.75])
+    a, _ = dr.with_options(n_components=n).initialise(im, box)
+    b, _ = dc.initialise(im, box)
+    got = other.initialise(im, box)[0].points
+    assert np.allclose(got, 0.25 * a.points + 0.75 * b.points, atol=1e-9)
+    assert not np.allclose(got, ens.initialise(im, box)[0].points)
+    with pytest.raises(ValueError, match="no member of 'e' has them"):
+        ens.with_options(bogus=1)
+
+
+def test_a_chain_recipe_gives_its_initialiser_options(tmp_path):
+    im, box = _takeo()
+    standalone = load_fitter("densereg-face-pca")
+    n = 2 if standalone.n_components != 2 else 3
+    text = (
+        '[fitter]\nkind = "chain"\nname = "c"\ninitialiser = "{}"\n'
+        'refiner = "mdm-face"\n[chain]\ninitialiser_options = {}\n'
+    )
+    chain = load_fitter(
+        _recipe(
+            tmp_path / "c1",
+            text.format("densereg-face-pca", f"{{ n_components = {n} }}"),
+        )
+    )
+    assert chain.initialiser.n_components == n
+    assert load_fitter("densereg-face-pca") is standalone  # the registry's is untouched
+    assert standalone.n_components != n
+    start = standalone.with_options(n_components=n).fit_from_bb(im, box)
+    res = chain.fit_from_bb(im, box)
+    assert np.allclose(res.initial_shape.points, start.final_shape.points)
+    with pytest.raises(ValueError, match="recipe.toml: initialiser_options"):
+        load_fitter(
+            _recipe(tmp_path / "c2", text.format("densereg-face-pca", "{ bogus = 1 }")),
+            cache=False,
+        )
+    with pytest.raises(ValueError, match="initialiser 'box' takes no options"):
+        load_fitter(
+            _recipe(tmp_path / "c3", text.format("box", "{ n_components = 3 }")),
+            cache=False,
+        )
+    with pytest.raises(RecipeError, match="initialiser_options"):
+        load_fitter(_recipe(tmp_path / "c4", text.format("box", "7")), cache=False)

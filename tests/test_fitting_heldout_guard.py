@@ -25,7 +25,8 @@ import pytest
 #: two MDM chains with their new refiner mdm-chain-face; the three mdm-chain-face rows
 #: re-measured in session 9 with its v3; in session 10 the three with mdm-chain-face's flip on,
 #: the densereg-decafa ensembles added, and the four mdm-chain-face rows with its v4; in
-#: session 11 the four rows that read DenseReg+PCA, now from a 56 px field with radius 0.04)
+#: session 11 the four rows that read DenseReg+PCA, now from a 56 px field with radius 0.04,
+#: then densereg-face-pca and densereg-decafa-face with 5 PCA components)
 MEASURED = {
     "aam-ear": 11.21,
     "aam-face": 6.64,
@@ -37,12 +38,12 @@ MEASURED = {
     "decafa-mdm-face": 5.47,
     "densereg-aam-ear": 10.68,
     "densereg-aam-face": 6.82,
-    "densereg-decafa-face": 5.23,
+    "densereg-decafa-face": 5.22,
     "densereg-decafa-mdm-face": 5.19,
     "densereg-ear": 11.92,
     "densereg-ear-pca": 10.87,
     "densereg-face": 6.63,
-    "densereg-face-pca": 5.44,
+    "densereg-face-pca": 5.37,
     "densereg-mdm-ear": 11.82,
     "densereg-mdm-face": 5.09,
     "mdm-chain-face": 5.74,

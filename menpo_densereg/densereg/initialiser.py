@@ -622,7 +622,11 @@ class DenseRegInitialiser(Initialiser):
         return out
 
     def __str__(self):
-        pca = f", PCA ({self.markup})" if self.pca else ""
+        pca = ""
+        if self.pca:
+            model = self.pca_models[self.markup]
+            n = model.n_components if self.n_components is None else self.n_components
+            pca = f", PCA ({self.markup}, {min(int(n), model.n_components)} components)"
         flip = ", flip-averaged" if self.flip else ""
         field = f", from a {self.field_size} px field" if self.field_size else ""
         return (

@@ -364,6 +364,10 @@ def from_fitter_dir(path):
     ``[fitter]`` (or ``[chain]``) names ``initialiser = "<fitter name>" | "box"`` and
     ``refiner = "<fitter name>"``; names resolve to sibling folders under ``fitters/``
     first, then through :func:`menpo_densereg.fitting.registry.load_fitter`.
+    ``[chain] initialiser_options`` (a table, e.g. ``{ n_components = 7 }``) gives the
+    chain its own copy of the initialiser with those options (its ``with_options``),
+    so a refiner can keep the start it was trained on while the initialiser's own
+    recipe changes.
     """
     from menpo_densereg.fitting.recipes import load_recipe
 
@@ -380,6 +384,17 @@ def from_fitter_dir(path):
         initialiser = BoxInitialiser.for_refiner(refiner)
     else:
         initialiser = _load_named(chain["initialiser"], path)
+    options = chain.get("initialiser_options")
+    if options:
+        if not hasattr(initialiser, "with_options"):
+            raise ValueError(
+                f"{path}/recipe.toml: initialiser_options: the initialiser "
+                f"{chain['initialiser']!r} takes no options"
+            )
+        try:
+            initialiser = initialiser.with_options(**options)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}/recipe.toml: initialiser_options: {e}") from e
     return InitialisedFitter(
         initialiser,
         refiner,

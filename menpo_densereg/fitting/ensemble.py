@@ -93,6 +93,24 @@ class AverageInitialiser(Initialiser):
             str(getattr(m, "name", type(m).__name__)) for m in members
         )
 
+    def with_options(self, **options):
+        """A copy whose members take ``options`` (e.g. ``n_components=7``).
+
+        Each option goes, through their ``with_options``, to the members that have an
+        attribute of that name (``n_components`` to DenseReg+PCA, not to DeCaFA); an
+        option that no member has is refused.
+        """
+        unknown = sorted(
+            k for k in options if not any(hasattr(m, k) for m in self.initialisers)
+        )
+        if unknown:
+            raise ValueError(f"options {unknown}: no member of {self.name!r} has them")
+        members = []
+        for m in self.initialisers:
+            mine = {k: v for k, v in options.items() if hasattr(m, k)}
+            members.append(m.with_options(**mine) if mine else m)
+        return type(self)(members, self.shape_weights, self.markup, self.name)
+
     def initialise(self, image, bounding_box):
         """The weighted mean shape (image frame) and its confidence."""
         shapes, confidences = [], []

@@ -162,6 +162,7 @@ SCHEMA = {
         "refiner": _s(),
         "name": _s(),
         "refine_max_yaw": _f(0.0, 90.0, lo_open=True),
+        "initialiser_options": _Spec("table"),
     },
     "readout": {
         "markup": _s(),
