@@ -249,6 +249,12 @@ class UNetStage(nn.Module):
             if i:
                 x = F.max_pool2d(x, 2)
             x = layer(x)
+            if i == 0 and not self.training:
+                # channels-last from the first features on (the input may have one
+                # channel, which sets no layout): pooling, upsampling and most
+                # convolutions run faster in it on a CPU (the graph 17.0 -> 15.0 ms,
+                # same values to 2e-5)
+                x = x.contiguous(memory_format=torch.channels_last)
             skips.append(x)
         skips.pop()
         for layer in self.up:
