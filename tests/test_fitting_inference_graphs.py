@@ -49,45 +49,40 @@ def test_graph_matches_the_eager_network_and_is_built_once_per_signature(monkeyp
     assert "2 graph(s)" in str(run)
 
 
+def _face_prob(net, run, x):
+    """The face probability through the graphs, asserted equal to the eager network's."""
+    i = DecodedDenseReg.output_keys(net.config).index("face_prob")
+    with torch.inference_mode():
+        out = run(x)[i]
+        ref = DecodedDenseReg(net)(x)[i]
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
+    return out
+
+
 def test_graphs_are_rebuilt_when_the_weights_change(monkeypatch):
     monkeypatch.delenv(inference.GRAPHS_ENV, raising=False)
     net, run = _decoder()
     x = _x()
-    face_prob = DecodedDenseReg.output_keys(net.config).index("face_prob")
-    with torch.inference_mode():
-        before = run(x)[face_prob]
+    before = _face_prob(net, run, x)
     with torch.no_grad():
         net.cls_head.bias[0] += 3.0  # in place, as an optimiser step: more background
-    with torch.inference_mode():
-        after = run(x)[face_prob]
-        ref = DecodedDenseReg(net)(x)[face_prob]
-    assert not torch.allclose(before, after)
-    assert torch.allclose(after, ref, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(before, _face_prob(net, run, x))
 
 
 def test_graphs_are_rebuilt_when_a_submodule_or_parameter_is_replaced(monkeypatch):
     monkeypatch.delenv(inference.GRAPHS_ENV, raising=False)
     net, run = _decoder()
     x = _x()
-    face_prob = DecodedDenseReg.output_keys(net.config).index("face_prob")
-    with torch.inference_mode():
-        before = run(x)[face_prob]
+    before = _face_prob(net, run, x)
     head = net.cls_head
     torch.manual_seed(5)
     net.cls_head = torch.nn.Conv2d(head.in_channels, head.out_channels, 1).eval()
-    with torch.inference_mode():
-        replaced = run(x)[face_prob]
-        ref = DecodedDenseReg(net)(x)[face_prob]
+    replaced = _face_prob(net, run, x)
     assert not torch.allclose(before, replaced)
-    assert torch.allclose(replaced, ref, rtol=1e-4, atol=1e-5)
     # a parameter of a deeper module swapped for a new tensor (load_state_dict(assign))
     conv = net.backbone.stem[0]
     conv.weight = torch.nn.Parameter(torch.zeros_like(conv.weight))
-    with torch.inference_mode():
-        zeroed = run(x)[face_prob]
-        ref = DecodedDenseReg(net)(x)[face_prob]
-    assert not torch.allclose(replaced, zeroed)
-    assert torch.allclose(zeroed, ref, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(replaced, _face_prob(net, run, x))
     # a hook on a module added after the first call is still seen
     seen = []
     net.cls_head.register_forward_hook(lambda *a: seen.append(1))

@@ -343,7 +343,7 @@ class DecodedDenseReg(nn.Module):
         super().__init__()
         self.net = net
         self.residual = bool(residual)
-        self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.size = size  # DenseRegNet.forward checks it
         self.keys = self.output_keys(net.config)
 
     @staticmethod

@@ -200,13 +200,13 @@ class FrozenGraphs:
         """``(state, hooks)`` of the network (:func:`_tree_state`), from the module
         list of the last call while the tree is unchanged (listing the modules anew
         costs more than the scan)."""
-        if self._modules is None:
-            self._modules = list(net.modules())
-        state, hooks = _tree_state(self._modules)
-        if state != self._state:  # changed weights, or a changed tree: list again
-            self._modules = list(net.modules())
+        if self._modules is not None:
             state, hooks = _tree_state(self._modules)
-        return state, hooks
+            if state == self._state:
+                return state, hooks
+        # first call, changed weights or a changed tree: list the modules again
+        self._modules = list(net.modules())
+        return _tree_state(self._modules)
 
     def _eager(self, net, inputs):
         return (
@@ -219,19 +219,18 @@ class FrozenGraphs:
 
     def __call__(self, *inputs):
         net = self.net
-        if self._eager(net, inputs):
-            return tuple(self.make_module(net)(*inputs))
-        state, hooks = self._scan(net)
-        if hooks:
-            return tuple(self.make_module(net)(*inputs))
-        if state != self._state:
-            self._graphs.clear()
-            self._state = state
-        key = tuple(_signature(t) for t in inputs)
-        if key not in self._graphs:
-            self._graphs[key] = self._build(net, inputs)
-        graph = self._graphs[key]
-        if graph is None:
+        graph = None
+        if not self._eager(net, inputs):
+            state, hooks = self._scan(net)
+            if not hooks:
+                if state != self._state:
+                    self._graphs.clear()
+                    self._state = state
+                key = tuple(_signature(t) for t in inputs)
+                if key not in self._graphs:
+                    self._graphs[key] = self._build(net, inputs)
+                graph = self._graphs[key]
+        if graph is None:  # eager: see the class docstring for when
             return tuple(self.make_module(net)(*inputs))
         return tuple(graph(*inputs))
 
