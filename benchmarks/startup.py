@@ -2,9 +2,11 @@
 
 Prints, for each command, the process time (user + sys CPU seconds of the child
 process, best of ``--repeat``) and the wall time, then the in-process CPU breakdown of
-``fit``'s path (what it imports and does, and which backend runs ``densereg-face``).
-``fit`` is also run with torch imported first: what it cost before the numpy backend
-(torch is then the ``auto`` backend). Run from any folder::
+``fit``'s torch-free path (``--fitter densereg-face-pca``: what it imports and does, and
+which backend runs it). ``fit`` runs three ways: with its default fitter (the
+``densereg-mdm-face`` chain, which needs torch), with ``densereg-face-pca`` (numpy, no
+torch), and with that one after importing torch first (torch is then the ``auto``
+backend). Run from any folder::
 
     python benchmarks/startup.py [PHOTO] [--repeat 3]
 
@@ -28,14 +30,14 @@ import menpo_densereg; t.append(T())
 import menpo.image, menpo.shape; t.append(T())
 import menpofit.result; t.append(T())
 from menpo_densereg.fitting.registry import load_fitter
-f = load_fitter("densereg-face"); t.append(T())
+f = load_fitter("densereg-face-pca"); t.append(T())
 from menpo_densereg.commands import fit as F
 pil = F._read_rgb(sys.argv[1]); t.append(T())
 boxes = F.find_faces(pil, detector="cascade", calibrate=True); t.append(T())
 f.fit_from_bb(F._menpo_image(pil), boxes[0]); t.append(T())
 on_path = "torch" in sys.modules
 names = ["import menpo_densereg", "import menpo", "import menpofit",
-         f"load densereg-face ({getattr(f, 'backend', 'torch')} backend)",
+         f"load densereg-face-pca ({getattr(f, 'backend', 'torch')} backend)",
          "read photo", "detect (cascade, 1st call)", "fit one face"]
 for n, a, b in zip(names, t, t[1:]):
     print(f"{n:36s} {b - a:6.2f}")
@@ -78,23 +80,26 @@ def main(argv=None):
     cases = {
         "import menpo_densereg": [str(exe), "-c", "import menpo_densereg"],
         "menpo-densereg --help": cli + ["--help"],
-        "menpo-densereg fit PHOTO": cli + ["fit", str(photo), "--out", str(work)],
+        "fit PHOTO (default chain)": cli + ["fit", str(photo), "--out", str(work)],
+        "fit PHOTO -f densereg-face-pca": cli
+        + ["fit", str(photo), "--fitter", "densereg-face-pca", "--out", str(work)],
         # what every `fit` paid before the numpy DenseReg backend: torch imported
         "  same, torch imported first": [
             str(exe),
             "-c",
             "import sys, torch; from menpo_densereg.cli import main; "
-            f"sys.exit(main(['fit', {str(photo)!r}, '--out', {str(work)!r}]))",
+            f"sys.exit(main(['fit', {str(photo)!r}, '--fitter', 'densereg-face-pca', "
+            f"'--out', {str(work)!r}]))",
         ],
     }
     print(
         f"photo: {photo}; best of {args.repeat}; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'command':28s} {'process s':>9s} {'wall s':>7s}")
+    print(f"{'command':32s} {'process s':>9s} {'wall s':>7s}")
     for name, cmd in cases.items():
         runs = [_run(cmd, work)[:2] for _ in range(args.repeat)]
         cpu, wall = min(runs)
-        print(f"{name:28s} {cpu:9.2f} {wall:7.2f}")
+        print(f"{name:32s} {cpu:9.2f} {wall:7.2f}")
     print(f"\n{'fit path, in-process CPU s':36s}")
     print(_run([str(exe), "-c", BREAKDOWN, str(photo)], work)[2].rstrip())
 

