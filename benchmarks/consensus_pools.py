@@ -3,11 +3,13 @@
 Usage::
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/consensus_pools.py \
-        [--pool unlabelled_lfw --pool unlabelled_utk] [--max-nme 0.05] [--limit N]
+        [--pool unlabelled_lfw --pool unlabelled_utk] [--max-nme 0.05] [--limit N] \
+        [--labeller dlib-ert --labeller densereg-decafa-mdm-face]
 
 Labels the *training* side of each pool (``menpo_densereg.data.splits``: LFW images of
-held-out people are skipped) with dlib's ERT and the ``densereg-aam-face`` chain from
-one dlib HOG detection, caches every record (resumable), and prints per pool: images,
+held-out people are skipped) with dlib's ERT and the ``densereg-aam-face`` chain (or the
+``--labeller`` names, in order: the first one's shape is the label) from one dlib HOG
+detection, caches every record (resumable), and prints per pool: images,
 no detection, kept at the threshold, kept fraction, median disagreement, labelling time,
 plus the kept fraction at a few other thresholds.
 """
@@ -27,7 +29,7 @@ def main(argv=None):
     import torch
 
     from menpo_densereg.data.pseudolabels import consensus_pseudo_labels
-    from menpo_densereg.fitting.labellers import consensus_labellers
+    from menpo_densereg.fitting.labellers import DEFAULT_LABELLERS, consensus_labellers
     from menpo_densereg.data.splits import split_files
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,13 +44,22 @@ def main(argv=None):
         "(file names are sorted by age in UTK and by name in LFW)",
     )
     ap.add_argument(
+        "--labeller",
+        action="append",
+        default=None,
+        help="labeller names in order (default: dlib-ert, densereg-aam-face); the "
+        "first one's shape is the label, the others check it",
+    )
+    ap.add_argument(
         "--cached-only",
         action="store_true",
         help="summarise what is cached, label nothing (an interrupted pool)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    labellers, versions = consensus_labellers()
+    labellers, versions = consensus_labellers(
+        tuple(args.labeller) if args.labeller else DEFAULT_LABELLERS
+    )
     rows = []
     for pool in args.pool or ["unlabelled_lfw", "unlabelled_utk"]:
         folder = Path(args.data).resolve() / pool

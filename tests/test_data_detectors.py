@@ -651,3 +651,35 @@ def test_profile_is_in_the_cascade_after_mmod():
     (ca, sa), (cb, sb) = D.box_params(a), D.box_params(b)
     np.testing.assert_allclose(sa, sb)
     np.testing.assert_allclose(ca[1] - 40.0, -(cb[1] - 40.0), atol=1e-9)
+
+
+@needs_dlib
+def test_detect_faces_without_upsampling_loads_the_model_once(takeo, monkeypatch):
+    """``detect_faces(upsample=0)`` (the consensus labeller's first pass) reuses one
+    detector: dlib's HOG model is built once, not once per image."""
+    import menpo_densereg.data.boxes as B
+
+    real, built = D._dlib(), []
+
+    class CountingDlib:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def get_frontal_face_detector(self):
+            built.append(1)
+            return real.get_frontal_face_detector()
+
+    monkeypatch.setattr(D, "_dlib", lambda: CountingDlib())
+    B._never_upsampling.cache_clear()
+    D.get_detector.cache_clear()
+    try:
+        first = detect_faces(takeo, upsample=0)
+        second = detect_faces(takeo, upsample=0)
+        assert len(first) == len(second) == 1
+        np.testing.assert_allclose(_corners(first[0]), _corners(second[0]))
+        assert len(built) == 1
+        assert B._never_upsampling("hog").small_side == 0
+        assert D.get_detector("hog").small_side != 0  # the shared one is unchanged
+    finally:
+        B._never_upsampling.cache_clear()
+        D.get_detector.cache_clear()
