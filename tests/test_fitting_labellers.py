@@ -45,3 +45,51 @@ def test_pool_images_rejects_unknown_kind(tmp_path):
 
     with pytest.raises(ValueError, match="pool kind 'pseudo68'"):
         pool_images("pseudo68", tmp_path)
+
+
+def test_pool_images_reads_the_cache_of_the_named_labellers(tmp_path, monkeypatch):
+    """``[data] consensus_labellers`` picks whose labels a recipe trains on: the cached
+    records of exactly those labellers, the first one's shape as the label."""
+    import hashlib
+
+    import numpy as np
+    import PIL.Image
+
+    from menpo_densereg.data.splits import split_files
+    from menpo_densereg.fitting.labellers import pool_images
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(6):
+        PIL.Image.new("RGB", (40, 40), (90, 90, 90)).save(
+            pool / f"Some_One{i}_0001.jpg"
+        )
+    train = split_files(pool)[0]
+    assert train
+    cache = tmp_path / "cache"
+    named = ("dlib-ert", "densereg-decafa-mdm-face")
+    label = np.tile(np.arange(68.0)[:, None] * 0.4 + 5, (1, 2))
+    # one cache per labeller pair (folder = pool + digest of the versions, as written
+    # by consensus_pseudo_labels); the default pair's labels are 3 px off
+    for names, shift in ((named, 0.0), (DEFAULT_LABELLERS, 3.0)):
+        versions = {n: "v1" for n in names}
+        key = json.dumps(versions, sort_keys=True).encode()
+        digest = hashlib.sha1(key).hexdigest()[:10]
+        _cache(cache, "pool", digest, names, versions, 0)
+        for f in train:
+            shapes = {
+                n: (label + shift + 0.2 * k).tolist() for k, n in enumerate(names)
+            }
+            rec = {"status": "ok", "nme": 0.01, "shapes": shapes}
+            path = cache / "consensus68" / f"pool-{digest}" / f"{f.stem}.json"
+            path.write_text(json.dumps(rec))
+    monkeypatch.setenv("MENPO_DENSEREG_CACHE", str(cache))
+    options = {"consensus_labels": "cached", "consensus_labellers": list(named)}
+    images, summary = pool_images("consensus68", pool, options)
+    assert summary["labellers"] == list(named) and len(images) == len(train)
+    np.testing.assert_allclose(images[0].landmarks["PTS"].points, label)
+    default, _ = pool_images("consensus68", pool, {"consensus_labels": "cached"})
+    np.testing.assert_allclose(default[0].landmarks["PTS"].points, label + 3)
+    for bad in (["dlib-ert"], "dlib-ert"):
+        with pytest.raises(ValueError, match="consensus_labellers"):
+            pool_images("consensus68", pool, dict(options, consensus_labellers=bad))

@@ -166,7 +166,9 @@ def pool_images(kind, folder, options=None):
         pool's consensus pseudo-labels, training side of the split, kept within
         ``consensus_max_nme``, at most ``consensus_max_faces``, labels of
         ``consensus_labels = "current" | "cached"`` labellers
-        (:func:`consensus_sources`; ``consensus_label_missing = false`` labels nothing).
+        (:func:`consensus_sources`; ``consensus_label_missing = false`` labels nothing),
+        named by ``consensus_labellers`` (default :data:`DEFAULT_LABELLERS`; the first
+        one's shape is the label).
     folder : `Path`
     options : `dict`, optional
         A recipe table holding the keys above.
@@ -201,8 +203,14 @@ def pool_images(kind, folder, options=None):
             f"{100 * np.linalg.norm(offset, axis=1).mean():.1f} % IOD)"
         )
     elif kind == "consensus68":
+        names = options.get("consensus_labellers", DEFAULT_LABELLERS)
+        if isinstance(names, str) or len(names) < 2:
+            raise ValueError(
+                f"[data] consensus_labellers = {names!r}: expected a list of two or "
+                "more labeller names (the first one's shape is the label)"
+            )
         labellers, versions, can_label = consensus_sources(
-            folder, which=options.get("consensus_labels", "current")
+            folder, tuple(names), which=options.get("consensus_labels", "current")
         )
         images, summary = consensus_images(
             folder,
