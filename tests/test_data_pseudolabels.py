@@ -103,6 +103,14 @@ def test_consensus_labels_keep_agreeing_faces_and_cache_provenance(
         folder, fitters, versions, max_nme=1.0, cache_dir=tmp_path, progress=False
     )
     assert len(calls) == n_calls and s["n_kept"] == 3 and s["label_seconds"] == 0.0
+    # label fusion: the mean of the two labellers' shapes (0.5 px apart on P_0)
+    kept, s = pl.consensus_pseudo_labels(
+        folder, fitters, versions, cache_dir=tmp_path, progress=False, label="mean"
+    )
+    assert s["label"] == "mean" and len(calls) == n_calls
+    np.testing.assert_allclose(kept[0][1], pts + 0.25, atol=1e-3)
+    with pytest.raises(ValueError, match="'first' or 'mean'"):
+        pl.consensus_pseudo_labels(folder, fitters, versions, label="median")
     with pytest.raises(ValueError, match="two or more"):
         pl.consensus_pseudo_labels(folder, {"ours": fitters["ours"]}, versions)
     with pytest.raises(ValueError, match="versions"):

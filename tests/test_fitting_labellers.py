@@ -88,6 +88,8 @@ def test_pool_images_reads_the_cache_of_the_named_labellers(tmp_path, monkeypatc
     images, summary = pool_images("consensus68", pool, options)
     assert summary["labellers"] == list(named) and len(images) == len(train)
     np.testing.assert_allclose(images[0].landmarks["PTS"].points, label)
+    fused, _ = pool_images("consensus68", pool, dict(options, consensus_label="mean"))
+    np.testing.assert_allclose(fused[0].landmarks["PTS"].points, label + 0.1)
     default, _ = pool_images("consensus68", pool, {"consensus_labels": "cached"})
     np.testing.assert_allclose(default[0].landmarks["PTS"].points, label + 3)
     for bad in (["dlib-ert"], "dlib-ert"):

@@ -215,6 +215,7 @@ def consensus_pseudo_labels(
     progress=True,
     label_missing=True,
     max_faces=None,
+    label="first",
 ):
     """68-point labels of an unlabelled folder, kept where the labellers agree.
 
@@ -225,7 +226,9 @@ def consensus_pseudo_labels(
     threshold is applied when reading, so changing ``max_nme`` needs no relabelling.
 
     The label is the *first* labeller's shape (dlib's by default: distillation from that
-    peer, checked by our own chain); the others only vote.
+    peer, checked by our own chain); the others only vote. With ``label="mean"`` it is
+    the mean of every labeller's shape (label fusion: errors the labellers do not share
+    shrink; the agreement filter bounds how far the mean moves from each of them).
 
     Parameters
     ----------
@@ -251,6 +254,8 @@ def consensus_pseudo_labels(
         With `False`, images without a cached record are skipped (not labelled).
     max_faces : `int`, optional
         Return at most this many kept faces, evenly spread over the sorted list.
+    label : ``"first"`` or ``"mean"``
+        The first labeller's shape, or the mean of all of them.
 
     Returns
     -------
@@ -278,6 +283,8 @@ def consensus_pseudo_labels(
         raise ValueError(f"labellers: a consensus needs two or more, got {labellers}")
     if set(versions) != set(labellers):
         raise ValueError(f"versions: expected one per labeller {labellers}")
+    if label not in ("first", "mean"):
+        raise ValueError(f"label = {label!r}: expected 'first' or 'mean'")
     if files is None:
         from menpo_densereg.data.splits import _images
 
@@ -316,7 +323,11 @@ def consensus_pseudo_labels(
             continue
         errs.append(rec["nme"])
         if rec["nme"] <= max_nme:
-            kept.append((f, np.asarray(rec["shapes"][labellers[0]], float), rec["nme"]))
+            names = labellers if label == "mean" else labellers[:1]
+            shape = np.mean(
+                [np.asarray(rec["shapes"][n], float) for n in names], axis=0
+            )
+            kept.append((f, shape, rec["nme"]))
     n_face, n_kept = len(errs), len(kept)
     if max_faces and len(kept) > int(max_faces):
         idx = np.linspace(0, len(kept) - 1, int(max_faces)).round().astype(int)
@@ -333,6 +344,7 @@ def consensus_pseudo_labels(
         "median_nme": float(np.median(errs)) if errs else float("nan"),
         "labellers": list(labellers),
         "versions": versions,
+        "label": label,
         "label_seconds": round(seconds, 1),
         "cache": str(cache),
     }

@@ -168,7 +168,8 @@ def pool_images(kind, folder, options=None):
         ``consensus_labels = "current" | "cached"`` labellers
         (:func:`consensus_sources`; ``consensus_label_missing = false`` labels nothing),
         named by ``consensus_labellers`` (default :data:`DEFAULT_LABELLERS`; the first
-        one's shape is the label).
+        one's shape is the label, or with ``consensus_label = "mean"`` the mean of
+        their shapes).
     folder : `Path`
     options : `dict`, optional
         A recipe table holding the keys above.
@@ -221,12 +222,14 @@ def pool_images(kind, folder, options=None):
             label_missing=can_label
             and bool(options.get("consensus_label_missing", True)),
             max_faces=options.get("consensus_max_faces"),
+            label=options.get("consensus_label", "first"),
             progress=False,
         )
         print(
             f"{folder.name}: {summary['n_returned']} of {summary['n_kept']} kept faces "
             f"({summary['n_labelled']} labelled, agreeing within "
-            f"{100 * summary['max_nme']:g} % NME; labels by {versions})"
+            f"{100 * summary['max_nme']:g} % NME; labels by {versions}, "
+            f"label {summary['label']})"
         )
     else:
         raise ValueError(f"pool kind {kind!r}: expected 'offset68' or 'consensus68'")
