@@ -27,19 +27,13 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def _records(pool, names):
-    from menpo_densereg.cache import cache_dir
+    from menpo_densereg.data.pseudolabels import consensus_cache
     from menpo_densereg.fitting.labellers import cached_consensus_versions
-    import hashlib
 
     versions = cached_consensus_versions(pool, names)
     if versions is None:
         raise SystemExit(f"{pool.name}: no consensus cache of {names}")
-    key = json.dumps({n: str(versions[n]) for n in names}, sort_keys=True).encode()
-    folder = (
-        cache_dir()
-        / "consensus68"
-        / f"{pool.name}-{hashlib.sha1(key).hexdigest()[:10]}"
-    )
+    folder = consensus_cache(pool, {n: versions[n] for n in names})
     out = {}
     for f in folder.glob("*.json"):
         if f.name == "provenance.json":

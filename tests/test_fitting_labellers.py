@@ -50,11 +50,10 @@ def test_pool_images_rejects_unknown_kind(tmp_path):
 def test_pool_images_reads_the_cache_of_the_named_labellers(tmp_path, monkeypatch):
     """``[data] consensus_labellers`` picks whose labels a recipe trains on: the cached
     records of exactly those labellers, the first one's shape as the label."""
-    import hashlib
-
     import numpy as np
     import PIL.Image
 
+    from menpo_densereg.data.pseudolabels import consensus_cache
     from menpo_densereg.data.splits import split_files
     from menpo_densereg.fitting.labellers import pool_images
 
@@ -73,15 +72,15 @@ def test_pool_images_reads_the_cache_of_the_named_labellers(tmp_path, monkeypatc
     # by consensus_pseudo_labels); the default pair's labels are 3 px off
     for names, shift in ((named, 0.0), (DEFAULT_LABELLERS, 3.0)):
         versions = {n: "v1" for n in names}
-        key = json.dumps(versions, sort_keys=True).encode()
-        digest = hashlib.sha1(key).hexdigest()[:10]
+        folder = consensus_cache(pool, versions, cache)
+        digest = folder.name.split("-")[-1]
         _cache(cache, "pool", digest, names, versions, 0)
         for f in train:
             shapes = {
                 n: (label + shift + 0.2 * k).tolist() for k, n in enumerate(names)
             }
             rec = {"status": "ok", "nme": 0.01, "shapes": shapes}
-            path = cache / "consensus68" / f"pool-{digest}" / f"{f.stem}.json"
+            path = folder / f"{f.stem}.json"
             path.write_text(json.dumps(rec))
     monkeypatch.setenv("MENPO_DENSEREG_CACHE", str(cache))
     options = {"consensus_labels": "cached", "consensus_labellers": list(named)}

@@ -30,6 +30,7 @@ __all__ = [
     "pseudo_label_68",
     "cached_pseudo_labels",
     "consensus_pseudo_labels",
+    "consensus_cache",
     "consensus_images",
     "label_with_consensus",
     "convention_offset",
@@ -204,6 +205,32 @@ def label_with_consensus(image, labellers):
     }
 
 
+def consensus_cache(folder, versions, cache_dir=None):
+    """The folder of the consensus records of pool ``folder`` by labellers ``versions``.
+
+    ``<cache>/consensus68/<folder name>-<digest of the labellers' versions>`` (not
+    created here).
+
+    Parameters
+    ----------
+    folder : `str` or `Path`
+        The unlabelled pool.
+    versions : `dict` ``{name: str}``
+        Each labeller's version.
+    cache_dir : `Path`, optional
+        Default :func:`menpo_densereg.cache.cache_dir`.
+    """
+    import hashlib
+    import json
+
+    from menpo_densereg.cache import cache_dir as default_cache
+
+    key = {n: str(v) for n, v in versions.items()}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    root = Path(cache_dir) if cache_dir else default_cache()
+    return root / "consensus68" / f"{Path(folder).name}-{digest[:10]}"
+
+
 def consensus_pseudo_labels(
     folder,
     labellers,
@@ -266,7 +293,6 @@ def consensus_pseudo_labels(
         ``versions``, ``label_seconds`` (time spent labelling in this call),
         ``median_nme``.
     """
-    import hashlib
     import json
     import time
 
@@ -274,7 +300,6 @@ def consensus_pseudo_labels(
     from tqdm.auto import tqdm
 
     from menpo_densereg.atomic import atomic_write_text
-    from menpo_densereg.cache import cache_dir as default_cache
 
     folder = Path(folder)
     factories = dict(labellers)
@@ -291,9 +316,7 @@ def consensus_pseudo_labels(
         files = _images(folder)
     files = [Path(f) for f in files][: limit if limit else None]
     versions = {n: str(versions[n]) for n in labellers}
-    digest = hashlib.sha1(json.dumps(versions, sort_keys=True).encode()).hexdigest()
-    root = Path(cache_dir) if cache_dir else default_cache()
-    cache = root / "consensus68" / f"{folder.name}-{digest[:10]}"
+    cache = consensus_cache(folder, versions, cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     prov = {"pool": str(folder), "labellers": list(labellers), "versions": versions}
     atomic_write_text(cache / "provenance.json", json.dumps(prov, indent=1))
