@@ -259,6 +259,10 @@ def test_train_command_no_resume_flag():
         ("[readout]\npcaa = true", r"\[readout\] pcaa = True: expected a known key"),
         ("[train]\namp = 1", r"\[train\] amp = 1: expected a boolean"),
         ("[trian]\nsteps = 3", r"\[trian\] = .*expected one of the known tables"),
+        (
+            '[data]\nconsensus_labellers = "dlib-ert"',
+            r"consensus_labellers = 'dlib-ert': expected a list of strings",
+        ),
     ],
 )
 def test_recipe_schema_names_file_key_value_and_expected(tmp_path, body, match):

@@ -12,6 +12,7 @@ and DenseReg recipes, read by the same helpers (not mirrored):
   :func:`menpo_densereg.data.pseudolabels.offset_convention_images`),
 - ``consensus68`` (unlabelled pools with consensus pseudo-labels, training side, at most
   ``consensus_max_faces`` per pool, ``consensus_labels = "cached" | "current"``,
+  ``consensus_labellers``, ``consensus_label = "first" | "mean"``,
   :func:`menpo_densereg.fitting.labellers.consensus_sources`),
 
 both read by :func:`menpo_densereg.fitting.labellers.pool_images`,
@@ -41,6 +42,8 @@ _POOL_KEYS = (
     "consensus_max_nme",
     "consensus_labels",
     "consensus_label_missing",
+    "consensus_labellers",
+    "consensus_label",
 )
 
 

@@ -370,9 +370,14 @@ def build_train_dataset(recipe, config, seed, cache_dir=None):
         data.get(k)
         for k in ("consensus_max_faces", "consensus_labels", "offset68_every")
     ]
+    # whose labels (keys absent from older recipes leave their cache keys unchanged)
+    labels = {
+        k: data[k] for k in ("consensus_labellers", "consensus_label") if k in data
+    }
     key = json.dumps(
         [folders, n_real, n_synth, config.input_size, seed, len(train_images)]
         + ([pools] if any(v is not None for v in pools) else [])
+        + ([labels] if labels else [])
     )
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     path = None

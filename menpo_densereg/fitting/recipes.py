@@ -247,6 +247,8 @@ SCHEMA = {
         "consensus_max_faces": _i(1),
         "consensus_max_nme": _f(0.0),
         "consensus_labels": _s(),
+        "consensus_labellers": _Spec("list_str"),
+        "consensus_label": _s(),
     },
     "fit": {
         "initialiser": _s(),
@@ -281,6 +283,8 @@ SCHEMA = {
         "consensus_label_missing": _b(),
         "consensus_max_faces": _i(1),
         "consensus_labels": _s(),
+        "consensus_labellers": _Spec("list_str"),
+        "consensus_label": _s(),
         "group_fractions": _Spec("table"),
         "engine_samples": _i(0),
         "engine_fraction": _p(),
