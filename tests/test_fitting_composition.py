@@ -384,6 +384,23 @@ def test_results_share_the_fitted_images_pixels():
             check_image(Image(px, copy=False))
 
 
+def test_finite_pixels_whose_float32_sum_overflows_are_finite():
+    import warnings
+
+    from menpo_densereg.fitting.base import _pixels_are_finite
+
+    huge = np.full((3, 40, 40), 3e37, np.float32)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(huge.sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning reaches the caller
+        assert _pixels_are_finite(huge)
+    huge[1, 2, 3] = np.inf
+    assert not _pixels_are_finite(huge)
+    assert _pixels_are_finite(np.zeros((1, 20, 20), np.float64))
+    assert not _pixels_are_finite(np.full((1, 20, 20), np.nan, np.float32))
+
+
 def test_a_chain_checks_the_pixels_of_its_input_once(monkeypatch):
     import menpo_densereg.fitting.base as base
     from menpo_densereg.fitting.base import check_image, checked_image
