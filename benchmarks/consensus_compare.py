@@ -45,8 +45,13 @@ def _records(pool, names):
 
 
 def _iod_nme(a, b):
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return float(np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(b[36] - b[45]))
+    from menpo.shape import PointCloud
+
+    from menpo_densereg.evaluation.metrics import nme
+
+    return float(
+        nme(PointCloud(np.asarray(a, float)), PointCloud(np.asarray(b, float)))
+    )
 
 
 def main(argv=None):

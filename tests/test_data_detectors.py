@@ -657,8 +657,6 @@ def test_profile_is_in_the_cascade_after_mmod():
 def test_detect_faces_without_upsampling_loads_the_model_once(takeo, monkeypatch):
     """``detect_faces(upsample=0)`` (the consensus labeller's first pass) reuses one
     detector: dlib's HOG model is built once, not once per image."""
-    import menpo_densereg.data.boxes as B
-
     real, built = D._dlib(), []
 
     class CountingDlib:
@@ -670,7 +668,6 @@ def test_detect_faces_without_upsampling_loads_the_model_once(takeo, monkeypatch
             return real.get_frontal_face_detector()
 
     monkeypatch.setattr(D, "_dlib", lambda: CountingDlib())
-    B._never_upsampling.cache_clear()
     D.get_detector.cache_clear()
     try:
         first = detect_faces(takeo, upsample=0)
@@ -678,8 +675,7 @@ def test_detect_faces_without_upsampling_loads_the_model_once(takeo, monkeypatch
         assert len(first) == len(second) == 1
         np.testing.assert_allclose(_corners(first[0]), _corners(second[0]))
         assert len(built) == 1
-        assert B._never_upsampling("hog").small_side == 0
+        assert D.get_detector("hog").never_upsampling().small_side == 0
         assert D.get_detector("hog").small_side != 0  # the shared one is unchanged
     finally:
-        B._never_upsampling.cache_clear()
         D.get_detector.cache_clear()

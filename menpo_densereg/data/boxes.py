@@ -6,9 +6,6 @@ tight ground-truth box, and a detector box (by default the detector cascade of
 falls back to the ground-truth box when no detection overlaps the annotated face.
 """
 
-import copy
-from functools import lru_cache
-
 import numpy as np
 from menpo.shape import PointCloud, bounding_box
 
@@ -71,27 +68,9 @@ def detect_faces(image, upsample=None, detector="hog", calibrate=False):
         Empty when no face is found.
     """
     det = get_detector(detector)
-    if upsample == 0 and det.small_side:
-        if isinstance(detector, str):
-            det = _never_upsampling(detector)
-        else:
-            det = copy.copy(det)
-            det.small_side = 0
+    if upsample == 0:
+        det = det.never_upsampling()
     return [box for box, _ in detect(image, det, calibrate=calibrate)]
-
-
-@lru_cache(maxsize=None)
-def _never_upsampling(name):
-    """A copy of the shared detector ``name`` that never upsamples small images, made
-    once per name.
-
-    A fresh copy per call loaded the detector's model again every time (dlib's HOG
-    detector: ~0.9 s of each consensus label), because a detector loads its model on
-    first use, into the copy.
-    """
-    det = copy.copy(get_detector(name))
-    det.small_side = 0
-    return det
 
 
 def detector_box(image, gt_shape, min_iou=0.3, upsample=None, detector=None):

@@ -205,8 +205,8 @@ class DecafaInitialiser(Initialiser):
         )
         run = frozen_graphs(
             self.net,
-            ("last", names, "confidence"),
-            lambda n: DecafaLastStage(n, names, confidence=True),
+            ("last", names),
+            lambda n: DecafaLastStage(n, names),
             "DeCaFA",
         )
         with torch_threads(self.threads), torch.inference_mode():

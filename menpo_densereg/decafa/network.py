@@ -534,24 +534,19 @@ def attention_peak_mass(maps):
 
 class DecafaLastStage(nn.Module):
     """A :class:`DecafaNet` returning only its last stage's ``markups``, for inference
-    graphs: ``forward(x)`` returns the `tuple` ``(coords_1, maps_1, coords_2, ...)`` in
-    the order of ``markups`` (what
-    :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces), or with
-    ``confidence=True`` ``(coords_1, peak_mass_1, ...)`` (:func:`attention_peak_mass`
-    of the maps, computed inside the graph: the maps never leave it)."""
+    graphs: ``forward(x)`` returns the `tuple` ``(coords_1, peak_mass_1, coords_2,
+    ...)`` in the order of ``markups`` (what
+    :class:`menpo_densereg.fitting.inference.FrozenGraphs` traces), where
+    ``peak_mass`` is :func:`attention_peak_mass` of the attention maps, computed inside
+    the graph: the maps never leave it."""
 
-    def __init__(self, net, markups, confidence=False):
+    def __init__(self, net, markups):
         super().__init__()
         self.net = net
         self.markups = tuple(markups)
-        self.confidence = bool(confidence)
 
     def forward(self, x):
         out = self.net(x, markups=self.markups, all_stages=False)[-1]
-        if self.confidence:
-            return tuple(
-                t
-                for m in self.markups
-                for t in (out[m][0], attention_peak_mass(out[m][1]))
-            )
-        return tuple(t for m in self.markups for t in out[m])
+        return tuple(
+            t for m in self.markups for t in (out[m][0], attention_peak_mass(out[m][1]))
+        )
