@@ -36,10 +36,28 @@ def main(argv=None):
     ap.add_argument("--offset68-every", type=int, default=8)
     ap.add_argument("--max-faces", type=int, default=400, help="per consensus pool")
     ap.add_argument("--exclude", nargs="*", default=["7_Cheering_Cheering_7_16_40"])
+    ap.add_argument(
+        "--labeller",
+        action="append",
+        help="consensus labeller names in order, as a recipe's [data] "
+        "consensus_labellers (default: the recipes' default pair)",
+    )
+    ap.add_argument(
+        "--label",
+        choices=("first", "mean"),
+        default="first",
+        help="consensus label: the first labeller's shape or the mean of them all",
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = {"offset68_every": args.offset68_every, "consensus_labels": "cached"}
+    data = {
+        "offset68_every": args.offset68_every,
+        "consensus_labels": "cached",
+        "consensus_label": args.label,
+    }
+    if args.labeller:
+        data["consensus_labellers"] = list(args.labeller)
     images = load_image_folders(
         Path(args.root).resolve(),
         args.specs,

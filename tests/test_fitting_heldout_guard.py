@@ -26,20 +26,21 @@ import pytest
 #: re-measured in session 9 with its v3; in session 10 the three with mdm-chain-face's flip on,
 #: the densereg-decafa ensembles added, and the four mdm-chain-face rows with its v4; in
 #: session 11 the four rows that read DenseReg+PCA, now from a 56 px field with radius 0.04,
-#: then densereg-face-pca and densereg-decafa-face with 5 PCA components)
+#: then densereg-face-pca and densereg-decafa-face with 5 PCA components; in session 13 the
+#: five rows that hold DeCaFA, with decafa-face v9)
 MEASURED = {
     "aam-ear": 11.21,
     "aam-face": 6.64,
     "box-aam-ear": 11.21,
     "box-aam-face": 6.66,
     "box-mdm-ear": 9.07,
-    "decafa-aam-face": 7.00,
-    "decafa-face": 5.68,
-    "decafa-mdm-face": 5.47,
+    "decafa-aam-face": 6.93,
+    "decafa-face": 5.55,
+    "decafa-mdm-face": 5.50,
     "densereg-aam-ear": 10.68,
     "densereg-aam-face": 6.82,
-    "densereg-decafa-face": 5.22,
-    "densereg-decafa-mdm-face": 5.19,
+    "densereg-decafa-face": 5.19,
+    "densereg-decafa-mdm-face": 5.16,
     "densereg-ear": 11.92,
     "densereg-ear-pca": 10.87,
     "densereg-face": 6.63,
