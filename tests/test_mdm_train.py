@@ -1,5 +1,7 @@
 """Tests of menpo_densereg.mdm.train's data plumbing (no network training here)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,36 @@ def test_recipe_step_weights_must_be_numbers():
     bad = {"fitter": {"kind": "mdm"}, "loss": {"step_weights": "late"}}
     with pytest.raises(RecipeError, match="step_weights"):
         validate_recipe(bad)
+
+
+def test_named_initialisers_give_the_chains_start():
+    from menpo_densereg.mdm.train import named_initialisers
+
+    fitters = Path(__file__).resolve().parents[1] / "fitters" / "mdm-chain-face"
+    own, seven, mean7 = named_initialisers(
+        ["densereg-face-pca", "densereg-face-pca", "densereg-decafa-face"],
+        {"densereg-decafa-face": {"n_components": 7}},
+        fitters,
+    )
+    assert own.n_components == 5  # the initialiser's own recipe
+    assert [getattr(m, "n_components", None) for m in mean7.initialisers] == [7, None]
+    (seven,) = named_initialisers(
+        ["densereg-face-pca"], {"densereg-face-pca": {"n_components": 7}}, fitters
+    )
+    assert seven.n_components == 7
+
+
+def test_named_initialisers_refuse_options_they_cannot_apply():
+    from menpo_densereg.mdm.train import named_initialisers
+
+    fitters = Path(__file__).resolve().parents[1] / "fitters" / "mdm-chain-face"
+    with pytest.raises(ValueError, match="does not list"):
+        named_initialisers(
+            ["decafa-face"], {"densereg-face-pca": {"n_components": 7}}, fitters
+        )
+    with pytest.raises(ValueError, match="initialiser_options.*decafa-face"):
+        named_initialisers(
+            ["decafa-face"], {"decafa-face": {"n_components": 7}}, fitters
+        )
+    with pytest.raises(ValueError, match="expected a table"):
+        named_initialisers(["densereg-face-pca"], {"densereg-face-pca": 7}, fitters)

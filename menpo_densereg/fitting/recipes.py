@@ -271,6 +271,7 @@ SCHEMA = {
         "root": _s(),
         "held_out": _Spec("list_str"),
         "initialiser": _Spec("str_or_list"),
+        "initialiser_options": _Spec("table"),
         "init_box_jitter": _f(0.0),
         "builtin_assets": _Spec("list_str"),
         "pseudo68": _Spec("list_str"),

@@ -499,6 +499,56 @@ def check_init_config(init_config, config):
     return {k: v for k, v in moved.items() if v[0] != v[1]}
 
 
+def named_initialisers(names, options=None, fitter_dir="."):
+    """The initialisers whose outputs become MDM's training starts.
+
+    Parameters
+    ----------
+    names : `list` of `str`
+        Fitter names (sibling folders of ``fitter_dir`` first, then the registry).
+    options : `dict`, optional
+        Initialiser name -> keyword options for its ``with_options`` (``[data]
+        initialiser_options``), so that a refiner trains on the start a chain gives it
+        (``[chain] initialiser_options``) rather than on the initialiser's own recipe.
+    fitter_dir : `Path` or `str`
+        The recipe's folder (names are resolved and errors reported against it).
+
+    Returns
+    -------
+    initialisers : `list`
+
+    Raises
+    ------
+    ValueError
+        ``options`` names a fitter that ``names`` does not list, the fitter takes no
+        options, or it rejects them.
+    """
+    from menpo_densereg.fitting.composition import _load_named
+
+    where = f"{Path(fitter_dir)}/recipe.toml: [data] initialiser_options"
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(
+            f"{where} names {unknown}, which [data] initialiser does not list "
+            f"({list(names)})"
+        )
+    out = []
+    for n in names:
+        init = _load_named(n, fitter_dir)
+        if n in options:
+            if not isinstance(options[n], dict):
+                raise ValueError(f"{where}: {n!r} = {options[n]!r}: expected a table")
+            if not hasattr(init, "with_options"):
+                raise ValueError(f"{where}: the initialiser {n!r} takes no options")
+            try:
+                init = init.with_options(**options[n])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{where}: {n!r}: {e}") from e
+        out.append(init)
+    return out
+
+
 def train_from_recipe(recipe, fitter_dir, args=None):
     """Train the recipe's MDM and write ``fitter_dir/<[mdm] weights>``.
 
@@ -506,6 +556,9 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     keys), ``[data]`` (``train`` folders relative to the fitter folder, ``builtin_assets``,
     ``mirror``, ``initialiser`` (a fitter name or a list of them; their outputs become
     ``init`` starts, run from the landmark box jittered by ``init_box_jitter``),
+    ``initialiser_options`` (a table of tables, initialiser name -> options for its
+    ``with_options``, e.g. ``{ "densereg-face-pca" = { n_components = 7 } }``: the
+    starts of a chain that gives its initialiser options, :func:`named_initialisers`),
     ``split = "person"`` (drop held-out images, :mod:`menpo_densereg.data.splits`),
     ``offset68`` / ``consensus68`` (large pools, see :func:`_large_sources`),
     ``group_fractions`` (share of items drawn from each group: ``manual``,
@@ -523,7 +576,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     (:func:`check_init_config`).
     """
     from menpo_densereg.data.annotated import load_annotated, load_annotated_68
-    from menpo_densereg.fitting.composition import _load_named, mean_face_68
+    from menpo_densereg.fitting.composition import mean_face_68
     from menpo_densereg.data.markups import get_markup
     from menpo_densereg.training import recipe_train_config
 
@@ -592,7 +645,9 @@ def train_from_recipe(recipe, fitter_dir, args=None):
     if data.get("initialiser"):
         names = data["initialiser"]
         names = [names] if isinstance(names, str) else list(names)
-        initialiser = [_load_named(n, fitter_dir) for n in names]
+        initialiser = named_initialisers(
+            names, data.get("initialiser_options"), fitter_dir
+        )
     t0 = time.time()
     faces, n_group = [], {}
     for group, group_images in groups.items():
@@ -669,6 +724,7 @@ def train_from_recipe(recipe, fitter_dir, args=None):
         "mirror": bool(data.get("mirror", markup == "ibug68")),
         "held_out": held_out,
         "initialiser": data.get("initialiser"),
+        "initialiser_options": data.get("initialiser_options"),
         "pseudo68": [str(f) for f in data.get("pseudo68", [])],
         "n_pseudo68_images": n_pseudo,
         "split": data.get("split"),
