@@ -48,3 +48,16 @@ def test_aam_spec_builds_into_the_package_cache(tmp_path, monkeypatch):
     fitter = load_fitter(f"aam:{folder}", cache=False)
     assert fitter.aam == "the-aam" and fitter.name == "aam[faces]"
     assert calls == [(folder, tmp_path / "cache" / "aam_faces.safetensors")]
+
+
+def test_private_fitters_load_by_name_but_stay_out_of_listings(tmp_path, monkeypatch):
+    from menpo_densereg.fitting import registry
+
+    for name in ("shown", "_candidate"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.toml").write_text(f"[fitter]\nname = '{name}'\n")
+    monkeypatch.setenv(registry.ENV_VAR, str(tmp_path))
+    listed = list_fitters()
+    assert "shown" in listed and "_candidate" not in listed
+    assert "_candidate" in list_fitters(private=True)
+    assert fitter_dir("_candidate") == tmp_path / "_candidate"
