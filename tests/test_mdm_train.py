@@ -186,7 +186,7 @@ def test_named_initialisers_give_the_chains_start():
     from menpo_densereg.mdm.train import named_initialisers
 
     fitters = Path(__file__).resolve().parents[1] / "fitters" / "mdm-chain-face"
-    own, seven, mean7 = named_initialisers(
+    own, _, mean7 = named_initialisers(
         ["densereg-face-pca", "densereg-face-pca", "densereg-decafa-face"],
         {"densereg-decafa-face": {"n_components": 7}},
         fitters,

@@ -358,6 +358,30 @@ def _load_named(name, base):
     return load_fitter(name)
 
 
+def with_initialiser_options(initialiser, options, where, name):
+    """``initialiser.with_options(**options)``, or ``initialiser`` when there are none.
+
+    Shared by chains (``[chain] initialiser_options``) and refiner recipes that train on
+    a chain's start (``[data] initialiser_options`` of MDM).
+
+    Raises
+    ------
+    ValueError
+        Naming ``where`` (the recipe and key) and ``name`` (the initialiser): the
+        options are not a table, the initialiser takes no options, or it rejects them.
+    """
+    if not options:
+        return initialiser
+    if not isinstance(options, dict):
+        raise ValueError(f"{where}: {name!r} = {options!r}: expected a table")
+    if not hasattr(initialiser, "with_options"):
+        raise ValueError(f"{where}: the initialiser {name!r} takes no options")
+    try:
+        return initialiser.with_options(**options)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {name!r}: {e}") from e
+
+
 def from_fitter_dir(path):
     """An :class:`InitialisedFitter` from ``fitters/<name>/`` (``[fitter] kind = "chain"``).
 
@@ -384,17 +408,12 @@ def from_fitter_dir(path):
         initialiser = BoxInitialiser.for_refiner(refiner)
     else:
         initialiser = _load_named(chain["initialiser"], path)
-    options = chain.get("initialiser_options")
-    if options:
-        if not hasattr(initialiser, "with_options"):
-            raise ValueError(
-                f"{path}/recipe.toml: initialiser_options: the initialiser "
-                f"{chain['initialiser']!r} takes no options"
-            )
-        try:
-            initialiser = initialiser.with_options(**options)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}/recipe.toml: initialiser_options: {e}") from e
+    initialiser = with_initialiser_options(
+        initialiser,
+        chain.get("initialiser_options"),
+        f"{path}/recipe.toml: initialiser_options",
+        chain["initialiser"],
+    )
     return InitialisedFitter(
         initialiser,
         refiner,

@@ -523,7 +523,10 @@ def named_initialisers(names, options=None, fitter_dir="."):
         ``options`` names a fitter that ``names`` does not list, the fitter takes no
         options, or it rejects them.
     """
-    from menpo_densereg.fitting.composition import _load_named
+    from menpo_densereg.fitting.composition import (
+        _load_named,
+        with_initialiser_options,
+    )
 
     where = f"{Path(fitter_dir)}/recipe.toml: [data] initialiser_options"
     options = dict(options or {})
@@ -533,20 +536,10 @@ def named_initialisers(names, options=None, fitter_dir="."):
             f"{where} names {unknown}, which [data] initialiser does not list "
             f"({list(names)})"
         )
-    out = []
-    for n in names:
-        init = _load_named(n, fitter_dir)
-        if n in options:
-            if not isinstance(options[n], dict):
-                raise ValueError(f"{where}: {n!r} = {options[n]!r}: expected a table")
-            if not hasattr(init, "with_options"):
-                raise ValueError(f"{where}: the initialiser {n!r} takes no options")
-            try:
-                init = init.with_options(**options[n])
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{where}: {n!r}: {e}") from e
-        out.append(init)
-    return out
+    return [
+        with_initialiser_options(_load_named(n, fitter_dir), options.get(n), where, n)
+        for n in names
+    ]
 
 
 def train_from_recipe(recipe, fitter_dir, args=None):
