@@ -94,3 +94,55 @@ def test_pool_images_reads_the_cache_of_the_named_labellers(tmp_path, monkeypatc
     for bad in (["dlib-ert"], "dlib-ert"):
         with pytest.raises(ValueError, match="consensus_labellers"):
             pool_images("consensus68", pool, dict(options, consensus_labellers=bad))
+
+
+def test_version_matches_the_whole_string_or_its_digest():
+    from menpo_densereg.fitting.labellers import version_matches
+
+    v = "menpo-densereg 0.1.0, a3e2bcbe7baf"
+    assert version_matches(v, v)
+    assert version_matches(v, "a3e2bcbe7baf")
+    assert not version_matches(v, "bcbe7baf")  # a digest is matched whole
+    assert not version_matches(v, "")
+    assert not version_matches(None, "a3e2bcbe7baf")
+
+
+def test_pinned_versions_pick_that_cache_not_the_largest(tmp_path):
+    names = ("dlib-ert", "ours")
+    _cache(tmp_path, "pool", "aaaa", names, {"dlib-ert": "d, 1", "ours": "p, old"}, 2)
+    _cache(tmp_path, "pool", "bbbb", names, {"dlib-ert": "d, 1", "ours": "p, new"}, 9)
+    got = cached_consensus_versions(
+        "/data/pool", names, cache_dir=tmp_path, pins={"ours": "old"}
+    )
+    assert got == {"dlib-ert": "d, 1", "ours": "p, old"}
+    none = cached_consensus_versions(
+        "/data/pool", names, cache_dir=tmp_path, pins={"ours": "gone"}
+    )
+    assert none is None
+
+
+def test_consensus_sources_with_a_pin_nothing_matches_raises(tmp_path, monkeypatch):
+    from menpo_densereg.fitting import labellers
+
+    names = ("dlib-ert", "ours")
+    monkeypatch.setattr(
+        labellers,
+        "consensus_labellers",
+        lambda n: (["L1", "L2"], {"dlib-ert": "d, 1", "ours": "p, now"}),
+    )
+    monkeypatch.setattr(labellers, "cached_consensus_versions", lambda *a, **k: None)
+    # the current labellers have the pinned version: they are used
+    got = consensus_sources("/x/pool", names, which="cached", pins={"ours": "now"})
+    assert got == (["L1", "L2"], {"dlib-ert": "d, 1", "ours": "p, now"}, True)
+    with pytest.raises(
+        ValueError, match="consensus_versions.*no consensus-label cache"
+    ):
+        consensus_sources("/x/pool", names, which="cached", pins={"ours": "old"})
+    with pytest.raises(ValueError, match="consensus_versions"):
+        consensus_sources("/x/pool", names, which="current", pins={"ours": "old"})
+    with pytest.raises(ValueError, match="not among consensus_labellers"):
+        consensus_sources("/x/pool", names, which="cached", pins={"other": "old"})
+    with pytest.raises(ValueError, match="expected a table"):
+        consensus_sources("/x/pool", names, which="cached", pins=["old"])
+    with pytest.raises(ValueError, match="version string or digest"):
+        consensus_sources("/x/pool", names, which="cached", pins={"ours": 3})

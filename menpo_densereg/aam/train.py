@@ -44,6 +44,7 @@ _POOL_KEYS = (
     "consensus_label_missing",
     "consensus_labellers",
     "consensus_label",
+    "consensus_versions",
 )
 
 

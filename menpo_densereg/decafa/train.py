@@ -151,8 +151,8 @@ def _pool_records(spec, root, folder, size):
     ``pseudo68:`` folders, read as the DenseReg recipes read them
     (:func:`menpo_densereg.densereg.train.load_image_folders`; the spec's keys
     ``offset68_every``, ``offset68_samples``, ``consensus_labels``,
-    ``consensus_labellers``, ``consensus_label``, ``consensus_max_nme`` and
-    ``max_faces`` apply)."""
+    ``consensus_labellers``, ``consensus_label``, ``consensus_versions``,
+    ``consensus_max_nme`` and ``max_faces`` apply)."""
     from menpo_densereg.densereg.train import load_image_folders
 
     images = load_image_folders(

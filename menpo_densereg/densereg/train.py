@@ -372,7 +372,9 @@ def build_train_dataset(recipe, config, seed, cache_dir=None):
     ]
     # whose labels (keys absent from older recipes leave their cache keys unchanged)
     labels = {
-        k: data[k] for k in ("consensus_labellers", "consensus_label") if k in data
+        k: data[k]
+        for k in ("consensus_labellers", "consensus_label", "consensus_versions")
+        if k in data
     }
     key = json.dumps(
         [folders, n_real, n_synth, config.input_size, seed, len(train_images)]

@@ -15,6 +15,7 @@ __all__ = [
     "cached_consensus_versions",
     "consensus_labellers",
     "pool_images",
+    "version_matches",
     "labeller_version",
     "load_labeller",
 ]
@@ -90,7 +91,9 @@ def consensus_labellers(names=DEFAULT_LABELLERS):
     return labellers, {n: labeller_version(n) for n in names}
 
 
-def cached_consensus_versions(folder, names=DEFAULT_LABELLERS, cache_dir=None):
+def cached_consensus_versions(
+    folder, names=DEFAULT_LABELLERS, cache_dir=None, pins=None
+):
     """The labeller versions of the largest consensus-label cache of ``folder``.
 
     Consensus labels are keyed by the exact versions of their labellers, so retraining a
@@ -108,11 +111,15 @@ def cached_consensus_versions(folder, names=DEFAULT_LABELLERS, cache_dir=None):
         Labeller names, in order (the first one's shape is the label).
     cache_dir : `Path`, optional
         Default :func:`menpo_densereg.cache.cache_dir`.
+    pins : `dict` ``{name: version}``, optional
+        Only caches whose labellers have these versions count (:func:`version_matches`:
+        the whole version string or its digest, e.g. ``"a3e2bcbe7baf"``): a recipe's
+        ``[data] consensus_versions`` pins the round its model was trained on.
 
     Returns
     -------
     versions : `dict` ``{name: version}`` or `None` when no cache of these labellers
-        holds a record for this pool.
+        (with the pinned versions) holds a record for this pool.
     """
     import json
 
@@ -127,29 +134,79 @@ def cached_consensus_versions(folder, names=DEFAULT_LABELLERS, cache_dir=None):
             continue
         if list(info.get("labellers", [])) != list(names):
             continue
+        if pins and not all(
+            version_matches(info.get("versions", {}).get(k), v) for k, v in pins.items()
+        ):
+            continue
         n = sum(1 for _ in prov.parent.glob("*.json")) - 1
         if n > best_n:
             best, best_n = dict(info["versions"]), n
     return best
 
 
-def consensus_sources(folder, names=DEFAULT_LABELLERS, which="current"):
+def version_matches(version, pin):
+    """Whether a labeller ``version`` string (``"menpo-densereg 0.1.0, a3e2bcbe7baf"``)
+    is the pinned one: equal to ``pin`` or ending in it (its weights digest)."""
+    if not isinstance(version, str) or not isinstance(pin, str) or not pin.strip():
+        return False
+    pin = pin.strip()
+    return version == pin or version.endswith(", " + pin)
+
+
+def _check_pins(pins, names):
+    if pins is None:
+        return None
+    if not isinstance(pins, dict) or not pins:
+        raise ValueError(
+            f"[data] consensus_versions = {pins!r}: expected a table "
+            '{ labeller = "version or weights digest" }'
+        )
+    unknown = sorted(set(pins) - set(names))
+    if unknown:
+        raise ValueError(
+            f"[data] consensus_versions names {unknown}, which are not among "
+            f"consensus_labellers {list(names)}"
+        )
+    bad = sorted(k for k, v in pins.items() if not isinstance(v, str) or not v.strip())
+    if bad:
+        raise ValueError(
+            f"[data] consensus_versions: {bad}: expected a version string or digest"
+        )
+    return dict(pins)
+
+
+def consensus_sources(folder, names=DEFAULT_LABELLERS, which="current", pins=None):
     """``(labellers, versions, label_missing)`` for a training recipe's pool.
 
     ``which = "current"``: the shipped labellers as they are now (missing labels are
     made); ``"cached"``: the versions of the largest existing cache
     (:func:`cached_consensus_versions`), nothing is labelled (the current labellers are
     used when no cache exists).
+
+    ``pins`` (a recipe's ``[data] consensus_versions``, ``{name: version or digest}``)
+    makes the choice exact: ``"cached"`` takes the largest cache *with those versions*,
+    ``"current"`` requires the current labellers to have them; otherwise a
+    `ValueError` names the versions found, rather than training on another round's
+    labels without a word.
     """
     if which not in ("current", "cached"):
         raise ValueError(
             f"[data] consensus_labels = {which!r}: expected 'current' or 'cached'"
         )
+    pins = _check_pins(pins, names)
     labellers, versions = consensus_labellers(names)
     if which == "cached":
-        cached = cached_consensus_versions(folder, names)
+        cached = cached_consensus_versions(folder, names, pins=pins)
         if cached is not None:
             return labellers, cached, False
+    if pins and not all(version_matches(versions.get(k), v) for k, v in pins.items()):
+        raise ValueError(
+            f"[data] consensus_versions = {pins}: no consensus-label cache of "
+            f"{Path(folder).name} has these labeller versions"
+            + (" (consensus_labels = 'cached')" if which == "cached" else "")
+            + f", and the current labellers are {versions}; relabel the pool with "
+            "those weights (benchmarks/consensus_pools.py) or change the pin"
+        )
     return labellers, versions, True
 
 
@@ -169,7 +226,8 @@ def pool_images(kind, folder, options=None):
         (:func:`consensus_sources`; ``consensus_label_missing = false`` labels nothing),
         named by ``consensus_labellers`` (default :data:`DEFAULT_LABELLERS`; the first
         one's shape is the label, or with ``consensus_label = "mean"`` the mean of
-        their shapes).
+        their shapes), optionally pinned to versions by ``consensus_versions``
+        (``{name = "version or weights digest"}``; :func:`consensus_sources`).
     folder : `Path`
     options : `dict`, optional
         A recipe table holding the keys above.
@@ -211,7 +269,10 @@ def pool_images(kind, folder, options=None):
                 "more labeller names (the first one's shape is the label)"
             )
         labellers, versions, can_label = consensus_sources(
-            folder, tuple(names), which=options.get("consensus_labels", "current")
+            folder,
+            tuple(names),
+            which=options.get("consensus_labels", "current"),
+            pins=options.get("consensus_versions"),
         )
         images, summary = consensus_images(
             folder,

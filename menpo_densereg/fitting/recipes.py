@@ -248,6 +248,7 @@ SCHEMA = {
         "consensus_max_nme": _f(0.0),
         "consensus_labels": _s(),
         "consensus_labellers": _Spec("list_str"),
+        "consensus_versions": _Spec("table"),
         "consensus_label": _s(),
     },
     "fit": {
@@ -285,6 +286,7 @@ SCHEMA = {
         "consensus_max_faces": _i(1),
         "consensus_labels": _s(),
         "consensus_labellers": _Spec("list_str"),
+        "consensus_versions": _Spec("table"),
         "consensus_label": _s(),
         "group_fractions": _Spec("table"),
         "engine_samples": _i(0),
