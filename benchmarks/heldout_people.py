@@ -222,8 +222,13 @@ def run(sets, fitters, progress=True, detector="cascade", ytf68_offset=None):
             }
             for proto, (box, src) in protocols.items():
                 for name, fitter in fitters.items():
+                    extra = (
+                        {"box_source": src}
+                        if getattr(fitter, "uses_box_source", False)
+                        else {}
+                    )
                     t0 = time.perf_counter()
-                    res = fitter.fit_from_bb(im, box)
+                    res = fitter.fit_from_bb(im, box, **extra)
                     dt = time.perf_counter() - t0
                     init = getattr(res, "initial_shape", None)
                     records.append(

@@ -311,6 +311,19 @@ def test_inverse_calibration_round_trips():
     np.testing.assert_allclose(D.calibrate_box(hog, "hog").points, lm.points, atol=1e-9)
     with pytest.raises(ValueError, match="yolo"):
         D.uncalibrate_box(lm, "yolo")
+    # names resolve as in calibrate_box: sub-detectors and mirrored passes
+    for name in ("hog-side", "hog-side-mirrored", "hog-front", "mmod-crop"):
+        raw = D.uncalibrate_box(lm, name)
+        np.testing.assert_allclose(
+            D.calibrate_box(raw, name).points, lm.points, atol=1e-9
+        )
+    side = D.uncalibrate_box(lm, "hog-side").points
+    mirrored = D.uncalibrate_box(lm, "hog-side-mirrored").points
+    # the mirrored pass shifts the other way in x, the same in y
+    assert side[:, 1].mean() - lm.points[:, 1].mean() == pytest.approx(
+        -(mirrored[:, 1].mean() - lm.points[:, 1].mean())
+    )
+    np.testing.assert_allclose(side[:, 0], mirrored[:, 0])
 
 
 def test_working_scale_known_box_in_known_box_out():

@@ -164,3 +164,34 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "empty" in err and "error" in err
     assert main(["benchmark", str(tmp_path), "-f", "no-such-fitter"]) == 2
     assert "no-such-fitter" in capsys.readouterr().err
+
+
+def test_box_source_reaches_only_fitters_that_take_it(monkeypatch):
+    """The detector's name goes to a fitter with ``uses_box_source`` (the dlib peer, to
+    get its own HOG box back), never to the others (menpofit passes unknown keywords
+    on to its algorithms)."""
+    import menpo_densereg.evaluation.benchmark as B
+
+    class _Sourced(_Offset):
+        uses_box_source = True
+
+        def fit_from_bb(self, image, bounding_box, gt_shape=None, box_source=None):
+            self.seen.append(box_source)
+            return super().fit_from_bb(image, bounding_box, gt_shape)
+
+    im = _face("a")
+    monkeypatch.setattr(
+        B,
+        "detector_box",
+        lambda image, gt, detector=None: (box_from_landmarks(gt), "hog-side"),
+    )
+    sourced = _Sourced([0, 0])
+    sourced.seen = []
+    res = run_benchmark(
+        {"s": sourced, "plain": _Offset([0, 0])},
+        [im],
+        boxes=("gt", "detector"),
+        progress=False,
+    )
+    assert sourced.seen == ["gt", "hog-side"]
+    assert not any(r.error for r in res.records)

@@ -106,3 +106,37 @@ def test_dlib_peer_gets_its_own_box_convention(peer, monkeypatch):
     assert nme(landmark.final_shape, gt) < 0.1
     with pytest.raises(ValueError, match="box_convention"):
         DlibPeer(box_convention="xywh")
+
+
+@pytest.mark.parametrize("source", ["hog-side", "hog-side-mirrored", "hog"])
+def test_dlib_peer_gets_back_the_box_its_own_detector_found(source, monkeypatch):
+    """A box found by one of dlib's HOG detectors and calibrated to the landmark box is
+    handed to dlib exactly as the detector gave it (not remapped through the frontal
+    calibration); other detectors' boxes go through the frontal one."""
+    from menpo_densereg.data.boxes import bounding_box
+    from menpo_densereg.data.detectors import calibrate_box, uncalibrate_box
+    from menpo_densereg.evaluation.peers import DlibPeer
+
+    try:
+        peer = DlibPeer()
+    except ImportError as e:
+        pytest.skip(str(e))
+    image, _ = _asset("takeo.ppm")
+    raw = bounding_box((40.0, 60.0), (180.0, 200.0))  # as the detector gave it
+    calibrated = calibrate_box(raw, source)
+    seen = []
+    real = peer._wrapper.algorithm.dlib_model
+
+    def spy(pixels, rect):
+        seen.append((rect.top(), rect.left(), rect.bottom(), rect.right()))
+        return real(pixels, rect)
+
+    monkeypatch.setattr(peer._wrapper.algorithm, "dlib_model", spy)
+    peer.fit_from_bb(image, calibrated, box_source=source)
+    peer.fit_from_bb(image, calibrated, box_source="mmod")
+    assert seen[0] == pytest.approx((40, 60, 180, 200), abs=1.0)
+    frontal = uncalibrate_box(calibrated, "hog").points
+    lo, hi = frontal.min(0), frontal.max(0)
+    assert seen[1] == pytest.approx((lo[0], lo[1], hi[0], hi[1]), abs=1.0)
+    if source != "hog":  # the side calibrations differ from the frontal one
+        assert seen[0] != pytest.approx(seen[1], abs=1.0)

@@ -1075,10 +1075,16 @@ def calibrate_box(box, detector):
     if detector in ("gt", "landmarks"):
         c, s = box_params(box)
         return bounding_box(c - s / 2, c + s / 2)
+    return _calibration_for(detector)(box)
+
+
+def _calibration_for(detector):
+    """The stored calibration of a detector name: a sub-detector without one of its own
+    (``"hog-front"``) takes its family's, a mirrored pass (``"hog-side-mirrored"``) its
+    detector's mirrored in x."""
     cal = load_calibrations()
     mirrored = detector.endswith("-mirrored")
     name = detector[: -len("-mirrored")] if mirrored else detector
-    # a sub-detector without a calibration of its own ("hog-side") takes its family's
     while name not in cal and "-" in name:
         name = name.rsplit("-", 1)[0]
     if name not in cal:
@@ -1088,28 +1094,22 @@ def calibrate_box(box, detector):
             "scripts/fit_box_calibration.py"
         )
     c = cal[name]
-    if mirrored:  # a mirrored pass: its detector's calibration, mirrored in x
-        c = c.mirrored()
-    return c(box)
+    return c.mirrored() if mirrored else c
 
 
 def uncalibrate_box(box, detector):
     """The inverse of :func:`calibrate_box`: a landmark-convention box mapped to the box
     ``detector`` would have given (for models trained on a detector's boxes, such as
-    dlib's 68-point predictor on dlib's HOG boxes).
+    dlib's 68-point predictor on dlib's HOG boxes). Names resolve as in
+    :func:`calibrate_box` (sub-detectors, mirrored passes), so a box calibrated from
+    ``detector`` comes back as the detector gave it.
 
     Raises
     ------
     ValueError
         No calibration is stored for ``detector``.
     """
-    cal = load_calibrations()
-    if detector not in cal:
-        raise ValueError(
-            f"detector: no box calibration for {detector!r} in {CALIBRATION_FILE.name} "
-            f"(calibrated: {', '.join(sorted(cal)) or 'none'})"
-        )
-    return cal[detector].inverse(box)
+    return _calibration_for(detector).inverse(box)
 
 
 # ======================================================================================

@@ -72,7 +72,10 @@ class DlibPeer:
         them back to dlib's HOG-detector convention, on which its predictor was
         trained (the inverse of the ``hog`` calibration, one place:
         :func:`menpo_densereg.data.detectors.uncalibrate_box`); ``"dlib"`` hands them
-        over as they are.
+        over as they are. A landmark-convention box found by one of dlib's own HOG
+        detectors is handed back exactly as that detector gave it when the caller says
+        so (``fit_from_bb(..., box_source="hog-side")``; the benchmarks do): dlib then
+        gets its own box, not one remapped through the frontal calibration.
 
     Raises
     ------
@@ -81,6 +84,8 @@ class DlibPeer:
     """
 
     markup = get_markup("68")
+    #: :meth:`fit_from_bb` takes ``box_source`` (the benchmarks pass the detector name)
+    uses_box_source = True
 
     def __init__(
         self, model_path=None, name="dlib-ert", box_scale=1.0, box_convention="landmark"
@@ -100,11 +105,12 @@ class DlibPeer:
         self.box_convention = box_convention
         self._wrapper = DlibWrapper(str(self.model_path))
 
-    def _box(self, bounding_box):
+    def _box(self, bounding_box, box_source=None):
         if self.box_convention == "landmark":
             from menpo_densereg.data.detectors import uncalibrate_box
 
-            bounding_box = uncalibrate_box(bounding_box, "hog")
+            own = isinstance(box_source, str) and box_source.split("-")[0] == "hog"
+            bounding_box = uncalibrate_box(bounding_box, box_source if own else "hog")
         pts = np.asarray(bounding_box.points, dtype=float)
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         if self.box_scale != 1.0:
@@ -112,8 +118,22 @@ class DlibPeer:
             lo, hi = c - half, c + half
         return _bb(lo, hi)
 
-    def fit_from_bb(self, image, bounding_box, gt_shape=None, **kwargs):
+    def fit_from_bb(
+        self, image, bounding_box, gt_shape=None, box_source=None, **kwargs
+    ):
         """Predict the 68 landmarks of the face in ``bounding_box``.
+
+        Parameters
+        ----------
+        image : `menpo.image.Image`
+        bounding_box : `PointCloud`
+            In ``box_convention``.
+        gt_shape : `PointCloud`, optional
+        box_source : `str`, optional
+            The detector that found a landmark-convention box (``Detection.detector``):
+            one of dlib's HOG detectors (``"hog"``, ``"hog-side"``,
+            ``"hog-side-mirrored"``...) gets its own box back; anything else is mapped
+            to the frontal HOG convention.
 
         Returns
         -------
@@ -122,7 +142,7 @@ class DlibPeer:
             (dlib starts from its own mean shape inside the box).
         """
         check_image(image)
-        box = self._box(bounding_box)
+        box = self._box(bounding_box, box_source)
         # menpofit's DlibWrapper.fit_from_bb stacks a generator with np.vstack, which
         # numpy 2 refuses; its model and conversions are used directly instead.
         from menpofit.dlib.conversion import (
