@@ -25,6 +25,15 @@ class FakeFitter:
         return SimpleNamespace(final_shape=PointCloud(lo + t * (hi - lo)))
 
 
+def _finder(*boxes, source="hog"):
+    """A stand-in for ``fit.find_faces`` that finds ``boxes`` (by ``source``)."""
+
+    def find(pil, sources=False, **kw):
+        return [(b, source) for b in boxes] if sources else list(boxes)
+
+    return find
+
+
 def _photo(path, size=(60, 80)):
     import PIL.Image
 
@@ -94,7 +103,7 @@ def test_every_face_of_every_image_fitted_largest_first(tmp_path, monkeypatch, c
     small, large = bounding_box((5, 5), (20, 20)), bounding_box((10, 10), (50, 60))
     fake = FakeFitter(name="fake")
     monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: fake)
-    monkeypatch.setattr(fit, "find_faces", lambda pil, **kw: [large, small])
+    monkeypatch.setattr(fit, "find_faces", _finder(large, small))
     monkeypatch.setattr(fit, "calibrate_detector_box", lambda b: b)
     out, js = tmp_path / "o", tmp_path / "r.json"
     assert (
@@ -132,9 +141,7 @@ def test_json_to_stdout_and_ear_warning(tmp_path, monkeypatch, capsys):
 
     photo = _photo(tmp_path / "p.png")
     monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: FakeFitter("ear55"))
-    monkeypatch.setattr(
-        fit, "find_faces", lambda pil, **kw: [bounding_box((5, 5), (40, 40))]
-    )
+    monkeypatch.setattr(fit, "find_faces", _finder(bounding_box((5, 5), (40, 40))))
     assert fit.run(_args([str(photo), "--out", str(tmp_path), "--json", "-"])) == 0
     printed = capsys.readouterr()
     assert "warning" in printed.err and "ear" in printed.err
@@ -169,9 +176,7 @@ def test_a_skipped_refinement_is_reported(tmp_path, monkeypatch, capsys):
 
     photo = _photo(tmp_path / "p.png")
     monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: SkippingChain())
-    monkeypatch.setattr(
-        fit, "find_faces", lambda pil, **kw: [bounding_box((5, 5), (40, 40))]
-    )
+    monkeypatch.setattr(fit, "find_faces", _finder(bounding_box((5, 5), (40, 40))))
     js = tmp_path / "r.json"
     assert fit.run(_args([str(photo), "--out", str(tmp_path), "--json", str(js)])) == 0
     assert "face 1: not refined (estimated |yaw| 70 deg" in capsys.readouterr().out
@@ -203,3 +208,29 @@ def test_fit_without_fitter_runs_the_chain_end_to_end(tmp_path):
     assert xy.shape == (68, 2)
     found = PointCloud(xy[:, ::-1] - 1)
     assert float(nme(found, image.landmarks["PTS"])) < 0.08
+
+
+def test_a_fitter_that_takes_box_source_is_told_the_detector(tmp_path, monkeypatch):
+    """The dlib peer gets the name of the detector that found each face (to get that
+    detector's own box back); ``--box`` counts as a landmark box."""
+    from menpo.shape import bounding_box
+
+    class Sourced(FakeFitter):
+        uses_box_source = True
+
+        def fit_from_bb(self, image, bounding_box, gt_shape=None, box_source=None):
+            self.sources = getattr(self, "sources", []) + [box_source]
+            return super().fit_from_bb(image, bounding_box)
+
+    sourced = Sourced()
+    monkeypatch.setattr(fit, "load_fitter_by_name", lambda name: sourced)
+    monkeypatch.setattr(
+        fit,
+        "find_faces",
+        _finder(bounding_box((5, 5), (40, 40)), source="hog-side-mirrored"),
+    )
+    photo = _photo(tmp_path / "p.png")
+    assert fit.run(_args([str(photo), "--fitter", "x", "--out", str(tmp_path)])) == 0
+    argv = [str(photo), "--fitter", "x", "--out", str(tmp_path), "--box", "5,5,40,40"]
+    assert fit.run(_args(argv)) == 0
+    assert sourced.sources == ["hog-side-mirrored", "landmarks"]

@@ -232,7 +232,7 @@ def _menpo_image(pil):
     return Image(np.ascontiguousarray(np.moveaxis(arr, -1, 0)), copy=False)
 
 
-def find_faces(pil, max_side=640, detector="hog", calibrate=False):
+def find_faces(pil, max_side=640, detector="hog", calibrate=False, sources=False):
     """Every face box of ``detector`` in a PIL RGB image (largest first), detected on
     a shrunk copy, in the full image's pixel frame.
 
@@ -240,14 +240,18 @@ def find_faces(pil, max_side=640, detector="hog", calibrate=False):
     matter for landmarking are large enough to be found at 640 px. Small images are
     upsampled by the detectors themselves. Returns an empty list when no face is found.
     The boxes are the detector's own, or with ``calibrate`` mapped to the landmark box
-    (:func:`menpo_densereg.data.detectors.calibrate_box`).
+    (:func:`menpo_densereg.data.detectors.calibrate_box`); with ``sources`` each comes
+    as ``(box, name of the detector that found it)``.
     """
     from menpo_densereg.data.detectors import detect
     from menpo_densereg.fitting.base import box_from_shape
 
     small, scale = _shrink(pil, max_side)
     found = detect(_menpo_image(small), detector, calibrate=calibrate)
-    return [box_from_shape(b.points / scale) for b, _ in found]
+    boxes = [box_from_shape(b.points / scale) for b, _ in found]
+    if sources:
+        return [(b, d.detector) for b, (_, d) in zip(boxes, found)]
+    return boxes
 
 
 def find_face(pil, max_side=640):
@@ -304,17 +308,23 @@ def _fit_one(path, fitter, fitter_label, args, out):
     pil = to_pil_rgb(image)  # for the detector and the overlay
     t1 = time.perf_counter()
     if args.box is not None:
-        boxes = [check_box_in_image(parse_box(args.box), image.shape)]
+        found = [(check_box_in_image(parse_box(args.box), image.shape), "landmarks")]
     else:
         detector = getattr(args, "detector", "cascade")
-        boxes = find_faces(pil, detector=detector, calibrate=True)
-        if not boxes:
+        found = find_faces(pil, detector=detector, calibrate=True, sources=True)
+        if not found:
             raise ValueError(
                 f"{path}: no face found by the {detector} detector; give the face "
                 "box with --box top,left,bottom,right"
             )
+    boxes = [b for b, _ in found]
     t2 = time.perf_counter()
-    results = [fitter.fit_from_bb(image, box) for box in boxes]
+    # the dlib peer takes the detector's name to get that detector's own box back
+    sourced = bool(getattr(fitter, "uses_box_source", False))
+    results = [
+        fitter.fit_from_bb(image, box, **({"box_source": src} if sourced else {}))
+        for box, src in found
+    ]
     shapes = [r.final_shape for r in results]
     t3 = time.perf_counter()
     stem = f"{Path(path).stem}_{fitter_label}"
