@@ -23,6 +23,7 @@ SOURCE = (
     "pyproject.toml",
     "MANIFEST.in",
     "README.md",
+    "HISTORY.md",
     "LICENSE",
 )
 
