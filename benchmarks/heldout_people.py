@@ -207,6 +207,7 @@ def run(sets, fitters, progress=True, detector="cascade", ytf68_offset=None):
     from menpo_densereg.data.boxes import box_from_landmarks, detector_box
     from menpo_densereg.data.pseudolabels import apply_offset
     from menpo_densereg.evaluation.metrics import nme
+    from menpo_densereg.fitting.base import fit_from_detection
 
     records = []
     for set_name, paths in sets.items():
@@ -222,13 +223,8 @@ def run(sets, fitters, progress=True, detector="cascade", ytf68_offset=None):
             }
             for proto, (box, src) in protocols.items():
                 for name, fitter in fitters.items():
-                    extra = (
-                        {"box_source": src}
-                        if getattr(fitter, "uses_box_source", False)
-                        else {}
-                    )
                     t0 = time.perf_counter()
-                    res = fitter.fit_from_bb(im, box, **extra)
+                    res = fit_from_detection(fitter, im, box, src)
                     dt = time.perf_counter() - t0
                     init = getattr(res, "initial_shape", None)
                     records.append(

@@ -301,6 +301,7 @@ def _fit_one(path, fitter, fitter_label, args, out):
 
     from menpo_densereg.atomic import atomic_path
     from menpo_densereg.data.readers import read_image, to_pil_rgb
+    from menpo_densereg.fitting.base import fit_from_detection
 
     t0 = time.perf_counter()
     # the one reader of every command: 16-bit, grey, RGBA, palette as in benchmark
@@ -319,12 +320,7 @@ def _fit_one(path, fitter, fitter_label, args, out):
             )
     boxes = [b for b, _ in found]
     t2 = time.perf_counter()
-    # the dlib peer takes the detector's name to get that detector's own box back
-    sourced = bool(getattr(fitter, "uses_box_source", False))
-    results = [
-        fitter.fit_from_bb(image, box, **({"box_source": src} if sourced else {}))
-        for box, src in found
-    ]
+    results = [fit_from_detection(fitter, image, box, src) for box, src in found]
     shapes = [r.final_shape for r in results]
     t3 = time.perf_counter()
     stem = f"{Path(path).stem}_{fitter_label}"

@@ -26,6 +26,7 @@ from menpo_densereg.data.markups import (
     get_markup,
     markup_for_n_points,
 )
+from menpo_densereg.fitting.base import fit_from_detection
 from menpo_densereg.evaluation.metrics import (
     THRESHOLDS,
     error_stats,
@@ -322,12 +323,6 @@ def _evaluate(pred, gt, data_markup, fitter_markup):
     )
 
 
-def _uses_source(fitter):
-    """Whether ``fitter.fit_from_bb`` takes ``box_source`` (the detector that found the
-    box; the dlib peer uses it to get its own HOG box back)."""
-    return bool(getattr(fitter, "uses_box_source", False))
-
-
 def _fitter_for(fitter, markup):
     """A fitter that outputs ``markup`` if it can (multi-markup initialisers)."""
     if (
@@ -407,8 +402,9 @@ def run_benchmark(
                 try:
                     gt_for_fitter = gt if fm == data_markup else None
                     t0 = time.perf_counter()
-                    extra = {"box_source": source} if _uses_source(f) else {}
-                    res = f.fit_from_bb(image, box, gt_shape=gt_for_fitter, **extra)
+                    res = fit_from_detection(
+                        f, image, box, source, gt_shape=gt_for_fitter
+                    )
                     rec.seconds = time.perf_counter() - t0
                     rec.nme, rec.markup = _evaluate(
                         res.final_shape, gt, data_markup, fm

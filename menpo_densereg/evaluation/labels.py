@@ -138,6 +138,6 @@ def near_duplicate_pairs(images, groups, max_difference=0.01):
                         greys[k] = _grey(images[k])
                 d = float(np.mean(np.abs(greys[i] - greys[j])))
                 if d <= max_difference:
-                    pairs.append((min(i, j), max(i, j), d))
+                    pairs.append((i, j, d))  # members are in index order: i < j
     pairs.sort(key=lambda p: (p[2], p[0], p[1]))
     return pairs

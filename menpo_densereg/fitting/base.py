@@ -29,6 +29,7 @@ __all__ = [
     "box_from_shape",
     "check_image",
     "checked_image",
+    "fit_from_detection",
 ]
 
 # ids of the images whose pixels an enclosing ``checked_image`` block of this thread
@@ -117,6 +118,16 @@ def checked_image(image, what="image", min_size=16):
     finally:
         if new:
             ids.discard(key)
+
+
+def fit_from_detection(fitter, image, box, box_source, **kwargs):
+    """``fitter.fit_from_bb(image, box, **kwargs)``, telling a fitter that declares
+    ``uses_box_source`` (the dlib peer, which then gets back the box its own HOG
+    detector found) which detector ``box_source`` found the box; other fitters never
+    see the keyword (menpofit passes unknown keywords on to its algorithms)."""
+    if getattr(fitter, "uses_box_source", False):
+        kwargs["box_source"] = box_source
+    return fitter.fit_from_bb(image, box, **kwargs)
 
 
 def attach_image(result, image):
